@@ -47,7 +47,10 @@ class Gateway:
         self.keys = keys
         self._locate = locate
         self._on_spooled = on_spooled
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the sources'
+        # The pipeline's own, set once the sources have ended: it must not leave before their
+        # last item is in its queue.
+        self._sources_done = threading.Event()
         self._started_at = 0.0
         self.spool: Spool | None = None
         self.publisher: Publisher | None = None
@@ -90,7 +93,7 @@ class Gateway:
         publisher.start()
         self._pipeline_thread = threading.Thread(
             target=pipeline.run,
-            args=(self._stop,),
+            args=(self._sources_done,),
             kwargs={"wake": publisher.wake},
             name="pipeline",
             daemon=True,
@@ -137,6 +140,7 @@ class Gateway:
             source.thread.join(timeout_s)
             if source.thread.is_alive():
                 log.error("%s did not stop within %g s", source.name, timeout_s)
+        self._sources_done.set()
         if self._pipeline_thread is not None:
             self._pipeline_thread.join(timeout_s)
         if self.publisher is not None:

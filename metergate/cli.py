@@ -117,9 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--key", help="AES-128 key (32 hex digits) for frames without their own")
     decode.add_argument("--stdin", action="store_true", help="read 'HEX [KEYHEX]' lines")
     decode.set_defaults(handler=_cmd_decode)
-    from metergate import cli_api, cli_gateway, cli_ingest, cli_mbus, cli_modbus, cli_wmbus
+    from metergate import (
+        cli_api,
+        cli_driveby,
+        cli_gateway,
+        cli_ingest,
+        cli_mbus,
+        cli_modbus,
+        cli_wmbus,
+    )
 
-    for part in (cli_mbus, cli_wmbus, cli_modbus, cli_gateway, cli_ingest, cli_api):
+    for part in (cli_mbus, cli_wmbus, cli_modbus, cli_gateway, cli_ingest, cli_api, cli_driveby):
         part.register(commands)
     return parser
 
