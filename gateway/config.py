@@ -45,7 +45,7 @@ MAX_PRIMARY_ADDRESS = 250  # EN 13757-2: 251-255 are reserved, test, network lay
 SCAN_MODES = frozenset({"scan", "scan-secondary"})
 # A topic level (DESIGN.md §3) and the prefix of msg_id "{gateway_id}:{seq}": no MQTT
 # separators or wildcards, no colon.
-_GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 _SECONDARY = re.compile(r"[0-9A-Fa-f]{16}", re.ASCII)
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
@@ -141,7 +141,7 @@ def load_config(
     doc.known(_TOP_KEYS)
     folder = Path(path).resolve().parent
     gateway_id = doc.text("gateway_id")
-    if not _GATEWAY_ID.fullmatch(gateway_id):
+    if not GATEWAY_ID.fullmatch(gateway_id):
         doc.fail("gateway_id", f"{gateway_id[:70]!r} is not 1-64 of A-Z a-z 0-9 . _ -")
     receivers = tuple(_receiver(item) for item in doc.tables("receivers"))
     buses = tuple(_mbus(item) for item in doc.tables("mbus"))

@@ -33,7 +33,7 @@ from rich.text import Text
 from drivers.wmbus_receiver import parse_device
 from drivers.wmbus_receiver_base import MODES
 from gateway.broker import BrokerConfig
-from gateway.config import _GATEWAY_ID, GatewayConfig, ReceiverConfig
+from gateway.config import GATEWAY_ID, GatewayConfig, ReceiverConfig
 from gateway.daemon import Gateway
 from gateway.driveby.gps import GpsReader
 from gateway.driveby.progress import DrivebyEvent, DrivebyProgress, event_from_message
@@ -79,7 +79,7 @@ def driveby_config(
     parse_device(device)
     if mode not in MODES:
         raise ConfigError(f"{mode[:20]!r} is not one of {', '.join(MODES)}", location="--mode")
-    if not _GATEWAY_ID.fullmatch(gateway_id):
+    if not GATEWAY_ID.fullmatch(gateway_id):
         raise ConfigError(
             f"{gateway_id[:70]!r} is not 1-64 of A-Z a-z 0-9 . _ -", location="--gateway-id"
         )
