@@ -4,28 +4,33 @@ A key goes into `meter_keys` and never comes back: no route reads that table, an
 only that the key was stored, and a rejected key is described without its text (the API's
 database role needs INSERT and UPDATE on meter_keys and SELECT on its meter_id column only, for
 the upsert; it is never granted SELECT on the key).
+
+Storing a key also decodes the meter's frames that were stored before it was known
+(ingest/recover.py add_key, the same as `metergate keys add`), so the role also needs SELECT and
+UPDATE on raw_frames and INSERT on readings, meter_status and meters.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import BODY_RESPONSES, METERS_ADMIN, ScopedRoute, scoped
-from api.db import database_of
+from api.db import database_of, settings_of
 from api.meter_import import MeterFileError, parse_meters_csv, upsert_meters_async
 from api.models import ImportResult, KeyIn, RowError
 from api.params import MeterIdPath, bad_input, meter_key
+from ingest.recover import add_key
+from ingest.store import DatabaseUnavailable
 from metergate.keys import KEY_SIZE, canonical_meter_id
+
+log = logging.getLogger(__name__)
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _BODY = ("body",)
-
-_STORE_KEY = """
-INSERT INTO meter_keys (meter_id, key) VALUES (%s, %s)
-ON CONFLICT (meter_id) DO UPDATE SET key = EXCLUDED.key, added_at = now()
-"""
 
 
 def admin_router(max_import_bytes: int) -> APIRouter:
@@ -87,8 +92,8 @@ def admin_router(max_import_bytes: int) -> APIRouter:
     async def put_key(
         request: Request, meter_id: Annotated[str, MeterIdPath], body: KeyIn
     ) -> Response:
-        """Stores or replaces the key the ingest decrypts this meter's frames with. Nothing
-        ever returns it."""
+        """Stores or replaces the key the ingest decrypts this meter's frames with, and decodes
+        the meter's frames stored before it was known. Nothing ever returns the key."""
         key_text = body.key
         if not set(key_text) <= _HEX_DIGITS or len(key_text) != 2 * KEY_SIZE:
             # The message must not repeat the text: it may be most of a real key.
@@ -98,11 +103,22 @@ def admin_router(max_import_bytes: int) -> APIRouter:
             raise bad_input(
                 "a key belongs to a meter id of the form MFR-12345678", ("path", "meter_id")
             )
-        async with database_of(request).connection() as conn, conn.transaction():
+        async with database_of(request).connection() as conn:
             cur = await conn.execute("SELECT 1 FROM meters WHERE meter_id = %s", (meter,))
             if await cur.fetchone() is None:
                 raise HTTPException(404, f"no meter {meter} in the registry")
-            await conn.execute(_STORE_KEY, (meter, bytes.fromhex(key_text)))
+        settings = settings_of(request)
+        try:
+            # Decoding is CPU and blocking database work: a worker thread, not the event loop.
+            recovery = await run_in_threadpool(
+                add_key, settings.database_url, meter, bytes.fromhex(key_text), zone=settings.zone
+            )
+        except DatabaseUnavailable:
+            raise HTTPException(503, "the database cannot be reached; try again shortly") from None
+        log.info(
+            "key stored for %s: %d of %d stored frames decoded again",
+            meter, recovery.decoded, recovery.stored,
+        )  # fmt: skip
         return Response(status_code=204)
 
     return router

@@ -22,6 +22,8 @@ GROUPS = {
     "db": "the metergate database",
     "ingest": "store readings from MQTT in the database",
     "api": "the HTTP API: serve it, manage its tokens",
+    "keys": "meters' AES keys: store them and decode the frames that waited for them",
+    "meters": "the meter registry",
 }
 
 
@@ -124,10 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         cli_ingest,
         cli_mbus,
         cli_modbus,
+        cli_registry,
         cli_wmbus,
     )
 
-    for part in (cli_mbus, cli_wmbus, cli_modbus, cli_gateway, cli_ingest, cli_api, cli_driveby):
+    for part in (
+        cli_mbus,
+        cli_wmbus,
+        cli_modbus,
+        cli_gateway,
+        cli_ingest,
+        cli_api,
+        cli_driveby,
+        cli_registry,
+    ):
         part.register(commands)
     return parser
 
