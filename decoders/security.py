@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Any
 
 from Crypto.Cipher import AES
-from Crypto.Hash import CMAC
 
 from decoders.afl import Afl, mac_input
 from decoders.manufacturer import encode_id
@@ -82,10 +81,48 @@ def ctr_crypt(key: bytes, counter_block: bytes, data: bytes) -> bytes:
     return _xor(data, stream[: len(data)])
 
 
+_RB = 0x87  # RFC 4493 §2.3: the constant of the subkey doubling for a 128-bit block
+_BLOCK_MASK = (1 << 128) - 1
+
+
+def _double(block: int) -> int:
+    shifted = (block << 1) & _BLOCK_MASK
+    return shifted ^ _RB if block >> 127 else shifted
+
+
+@lru_cache(maxsize=4096)
+def _cmac_subkeys(key: bytes) -> tuple[int, int]:
+    """K1 and K2 of RFC 4493 §2.3, from L = AES(K, 0^128)."""
+    k1 = _double(int.from_bytes(_ecb(key).encrypt(bytes(BLOCK)), "big"))
+    return k1, _double(k1)
+
+
 def cmac(key: bytes, data: bytes) -> bytes:
-    """AES-CMAC-128 (RFC 4493), the MAC and KDF of security mode 7."""
-    check_key(key)
-    return bytes(CMAC.new(key, msg=data, ciphermod=AES).digest())
+    """AES-CMAC-128 (RFC 4493 §2.4), the MAC and KDF of security mode 7.
+
+    Written out over the cached ECB object and subkeys: a mode-7 frame needs three CMACs, and
+    a new pycryptodome CMAC object per call cost a gateway a third of its decoding time.
+    """
+    ecb = _ecb(key)
+    k1, k2 = _cmac_subkeys(key)
+    blocks = max(1, -(-len(data) // BLOCK))
+    head, last = data[: (blocks - 1) * BLOCK], data[(blocks - 1) * BLOCK :]
+    if len(last) == BLOCK:
+        last_value = int.from_bytes(last, "big") ^ k1
+    else:
+        padded = last + b"\x80" + bytes(BLOCK - len(last) - 1)
+        last_value = int.from_bytes(padded, "big") ^ k2
+    state = 0
+    for offset in range(0, len(head), BLOCK):
+        state = int.from_bytes(
+            ecb.encrypt(
+                (state ^ int.from_bytes(head[offset : offset + BLOCK], "big")).to_bytes(
+                    BLOCK, "big"
+                )
+            ),
+            "big",
+        )
+    return bytes(ecb.encrypt((state ^ last_value).to_bytes(BLOCK, "big")))
 
 
 def mode5_iv(address: Address, access_no: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from Crypto.Cipher import AES
+from Crypto.Hash import CMAC
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -61,11 +62,29 @@ def test_sensostar_kdf_and_mac() -> None:
     assert plain.startswith(h("2F2F 046D 3A2A283C"))
 
 
-def test_rfc4493_cmac() -> None:
-    # RFC 4493 §4, example 2 (16-byte message).
-    key = h("2b7e151628aed2a6abf7158809cf4f3c")
-    message = h("6bc1bee22e409f96e93d7e117393172a")
-    assert cmac(key, message) == h("070a16b46b4d4144f79bdd9dd04a287c")
+RFC4493_KEY = h("2b7e151628aed2a6abf7158809cf4f3c")
+RFC4493_MESSAGE = h(
+    "6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51"
+    "30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710"
+)
+
+
+@pytest.mark.parametrize(
+    ("length", "mac"),
+    [
+        (0, "bb1d6929e95937287fa37d129b756746"),  # RFC 4493 §4, examples 1-4
+        (16, "070a16b46b4d4144f79bdd9dd04a287c"),
+        (40, "dfa66747de9ae63030ca32611497c827"),
+        (64, "51f0bebf7e3b9d92fc49741779363cfe"),
+    ],
+)
+def test_rfc4493_cmac(length: int, mac: str) -> None:
+    assert cmac(RFC4493_KEY, RFC4493_MESSAGE[:length]) == h(mac)
+
+
+@given(key=st.binary(min_size=16, max_size=16), data=st.binary(max_size=80))
+def test_cmac_agrees_with_pycryptodome(key: bytes, data: bytes) -> None:
+    assert cmac(key, data) == CMAC.new(key, msg=data, ciphermod=AES).digest()
 
 
 @given(keys, keys, blocks)
