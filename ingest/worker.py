@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -37,6 +38,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.broker import BrokerConfig
+from ingest.boundaries import DEFAULT_ZONE
+from ingest.engine_loop import EngineLoop
 from ingest.migrate import migrate
 from ingest.payload import DEFAULT_TOPIC_ROOT, InvalidMessage, parse_message
 from ingest.store import BatchCounts, BatchRejected, DatabaseUnavailable, DeadLetter, Item, Store
@@ -62,6 +65,9 @@ class WorkerConfig:
     share_group: str | None = DEFAULT_SHARE_GROUP
     session_expiry_s: int = 7 * 24 * 3600
     retry_max_s: float = 30.0
+    # Seconds between engine runs for the meters that batches touched (None: no engines here).
+    engine_interval_s: float | None = 5.0
+    zone: ZoneInfo = DEFAULT_ZONE
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -74,6 +80,8 @@ class WorkerConfig:
             raise ConfigError("the session expiry is 0 to 4294967295 s")
         if not self.retry_max_s > 0:
             raise ConfigError("the longest retry delay must be positive")
+        if self.engine_interval_s is not None and not self.engine_interval_s > 0:
+            raise ConfigError("the engine interval must be positive")
         for name, level in (
             ("client id", self.client_id),
             ("topic root", self.topic_root),
@@ -123,6 +131,11 @@ class Worker:
         self._generation = 0
         self._subscribing: dict[int, bool] = {}  # SUBSCRIBE mid -> shared?
         self._client = self._make_client()
+        self.engines: EngineLoop | None = None
+        if config.engine_interval_s is not None:
+            self.engines = EngineLoop(
+                config.database_url, interval_s=config.engine_interval_s, zone=config.zone
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -147,6 +160,8 @@ class Worker:
                 properties=properties,
             )
             self._client.loop_start()
+            if self.engines is not None:
+                self.engines.start()
             try:
                 while not self._stop.is_set():
                     batch = self._collect()
@@ -155,6 +170,8 @@ class Worker:
             finally:
                 self._client.disconnect()
                 self._client.loop_stop()
+                if self.engines is not None:
+                    self.engines.stop()
         log.info("stopped: %s", self.totals)
 
     def _migrate(self) -> bool:
@@ -299,6 +316,8 @@ class Worker:
     def _commit(self, store: Store, batch: list[Delivery]) -> None:
         if self._write(store, [delivery.item for delivery in batch], batch):
             self._ack(batch)
+            if self.engines is not None:
+                self.engines.mark(delivery.item for delivery in batch)
 
     def _write(self, store: Store, items: list[Item], batch: list[Delivery]) -> bool:
         """Write until committed (True) or the worker is stopped (False, nothing acknowledged).

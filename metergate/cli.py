@@ -21,6 +21,7 @@ GROUPS = {
     "gateway": "the edge collector: meters to MQTT",
     "db": "the metergate database",
     "ingest": "store readings from MQTT in the database",
+    "monthly": "monthly billing readings: fill them from the readings",
     "api": "the HTTP API: serve it, manage its tokens",
     "keys": "meters' AES keys: store them and decode the frames that waited for them",
     "meters": "the meter registry",
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_modbus,
         cli_registry,
         cli_wmbus,
+        demo,
     )
 
     for part in (
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_api,
         cli_driveby,
         cli_registry,
+        demo,
     ):
         part.register(commands)
     return parser

@@ -1,8 +1,10 @@
-"""`metergate db migrate` and `metergate ingest run`.
+"""`metergate db migrate`, `metergate ingest run` and `metergate monthly fill`.
 
 `db migrate` applies the pending migrations and prints their names, one per line. `ingest run`
 is the worker (ingest/worker.py): it applies the migrations itself, then stores what arrives
-over MQTT until SIGTERM or Ctrl-C, after which it commits the batch in hand and disconnects.
+over MQTT until SIGTERM or Ctrl-C, after which it commits the batch in hand and disconnects; it
+runs the engines for the meters it stored readings of (ingest/engine_loop.py). `monthly fill`
+runs the engines on demand (ingest/engine_run.py) and prints a one-line summary.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import signal
 import socket
 import sys
+from datetime import date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from metergate.cli import Subparsers, command_group
 from metergate.errors import ConfigError, StorageError
@@ -26,6 +30,43 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _period(text: str) -> date:
+    from ingest.boundaries import parse_period
+
+    try:
+        return parse_period(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _zone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {text[:60]!r} (an IANA name, e.g. Europe/Riga)"
+        ) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError("0 to 3600 seconds (0: no engines in this worker)")
+    return value
+
+
+def _add_timezone(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timezone",
+        type=_zone,
+        default=ZoneInfo("Europe/Riga"),
+        help="the utility's time zone: month boundaries and night windows (default: Europe/Riga)",
+    )
 
 
 def _add_database_url(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +127,31 @@ def register(subparsers: Subparsers) -> None:
         default=7 * 24 * 3600,
         help="seconds the broker keeps the session and its messages while the worker is down",
     )
+    run.add_argument(
+        "--engine-interval",
+        type=_seconds,
+        default=5.0,
+        help="seconds between engine runs for the meters just stored (default: 5; 0: none)",
+    )
+    _add_timezone(run)
     run.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     run.set_defaults(handler=_cmd_run)
+
+    monthly = command_group(subparsers, "monthly")
+    fill = monthly.add_parser(
+        "fill",
+        help="compute the monthly readings (and alerts) from the stored readings now",
+        description="Run the engines (DESIGN.md sections 5-7) for every registered meter:"
+        " monthly readings of every closed period that is missing or out of date (only the"
+        " given one with --period), alerts and verification due dates. Idempotent: a second"
+        " run changes nothing.",
+    )
+    _add_database_url(fill)
+    fill.add_argument(
+        "--period", type=_period, help="YYYY-MM: this month only (it must have ended)"
+    )
+    _add_timezone(fill)
+    fill.set_defaults(handler=_cmd_fill)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -125,6 +189,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             topic_root=args.topic_root,
             share_group=None if args.no_share else args.share_group,
             session_expiry_s=args.session_expiry,
+            engine_interval_s=args.engine_interval or None,
+            zone=args.timezone,
         )
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -133,5 +199,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         worker.run()
     except StorageError as exc:
         print(f"metergate ingest run: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_fill(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from ingest.boundaries import month_boundary
+    from ingest.engine_run import run_engines
+    from ingest.migrate import migrate
+
+    if not args.database_url:
+        raise ConfigError("no database URL (--database-url or DATABASE_URL)")
+    now = datetime.now(UTC)
+    label = "" if args.period is None else f" {args.period:%Y-%m}"
+    if args.period is not None and month_boundary(args.period, args.timezone) > now:
+        print(
+            f"metergate monthly fill: period{label} has not ended yet (its boundary is"
+            f" {month_boundary(args.period, args.timezone).isoformat()})",
+            file=sys.stderr,
+        )
+        return 2
+    started = time.perf_counter()
+    try:
+        migrate(args.database_url)
+        with psycopg.connect(args.database_url, autocommit=True, connect_timeout=10) as conn:
+            report = run_engines(
+                conn,
+                periods=None if args.period is None else [args.period],
+                now=now,
+                zone=args.timezone,
+            )
+    except (StorageError, psycopg.Error) as exc:
+        print(f"metergate monthly fill: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    print(f"monthly fill{label}: {report.summary()} in {elapsed:.1f} s")
+    if report.failed:
+        shown = ", ".join(report.failed[:10])
+        print(f"metergate monthly fill: failed for {shown}; see the log", file=sys.stderr)
         return 1
     return 0
