@@ -30,6 +30,7 @@ from api.params import (
     encode_cursor,
     limit_query,
     meter_key,
+    page_of,
 )
 from api.settings import Settings
 from ingest.boundaries import shift_periods
@@ -162,11 +163,9 @@ async def list_meters(
     async with database_of(request).connection() as conn:
         cur = await conn.execute(_LIST, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = page_of(rows, limit, lambda last: encode_cursor(last["meter_id"]))
     return MeterPage(
-        items=[MeterSummary.model_validate(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1]["meter_id"]) if more else None,
+        items=[MeterSummary.model_validate(row) for row in rows], next_cursor=next_cursor
     )
 
 
@@ -246,19 +245,18 @@ async def meter_readings(
         rows = await cur.fetchall()
         if not rows:
             await _meter_row(conn, params["meter"])  # no readings: is there such a meter?
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor(
+    rows, next_cursor = page_of(
+        rows,
+        limit,
+        lambda last: encode_cursor(
             last["measured_at"].isoformat(),
             last["quantity"],
             last["storage"],
             last["tariff"],
             last["subunit"],
             last["function"],
-        )
+        ),
+    )
     for row in rows:
         row["value"] = str(row["value"])
     # Plain data: FastAPI validates it against ReadingPage once, on the way out.

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from api.auth import READINGS_READ, ScopedRoute, scoped
 from api.db import database_of, settings_of
 from api.models import Alert, AlertPage, VerificationDue, VerificationPage
-from api.params import cursor_query, decode_cursor, encode_cursor, limit_query, meter_key
+from api.params import cursor_query, decode_cursor, encode_cursor, limit_query, meter_key, page_of
+from ingest.alerts import AlertKind
 
 router = APIRouter(tags=["operations"], route_class=ScopedRoute)
 
-AlertKind = Literal[
-    "leak",
-    "burst",
-    "backflow",
-    "dry",
-    "tamper",
-    "low_battery",
-    "night_flow",
-    "no_data",
-    "verification_due",
-    "verification_overdue",
-    "implausible_reading",
-]
 
 _ALERTS = """
 SELECT id, meter_id, kind, rule, opened_at, closed_at, evidence FROM alerts
@@ -71,12 +59,8 @@ async def list_alerts(
     async with database_of(request).connection() as conn:
         cur = await conn.execute(_ALERTS, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AlertPage(
-        items=[Alert.model_validate(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1]["id"]) if more else None,
-    )
+    rows, next_cursor = page_of(rows, limit, lambda last: encode_cursor(last["id"]))
+    return AlertPage(items=[Alert.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -107,8 +91,11 @@ async def verification_due(
     async with database_of(request).connection() as conn:
         cur = await conn.execute(_DUE, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = page_of(
+        rows,
+        limit,
+        lambda last: encode_cursor(last["next_verification_due"].isoformat(), last["meter_id"]),
+    )
     items = [
         VerificationDue(
             **row,
@@ -117,10 +104,6 @@ async def verification_due(
         )
         for row in rows
     ]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor(last["next_verification_due"].isoformat(), last["meter_id"])
     return VerificationPage(
         today=today, within_days=within_days, items=items, next_cursor=next_cursor
     )

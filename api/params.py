@@ -6,13 +6,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Path, Query
 
 from ingest.boundaries import parse_period
 from metergate.keys import canonical_meter_id
+
+Row = TypeVar("Row")
 
 PERIOD_PATTERN = r"^(19|2[01])\d\d-(0[1-9]|1[0-2])$"
 FIRST_YEAR, LAST_YEAR = 1900, 2199
@@ -79,6 +82,17 @@ def aware(instant: datetime | None, loc: Location) -> datetime | None:
             loc,
         )
     return instant.astimezone(UTC)
+
+
+def page_of(
+    rows: list[Row], limit: int, cursor_of: Callable[[Row], str]
+) -> tuple[list[Row], str | None]:
+    """Keyset paging: the query asked for `limit + 1` rows, and the extra one says that a next
+    page exists; its cursor is made from the last row shown."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, cursor_of(rows[-1])
 
 
 def encode_cursor(*values: str | int | None) -> str:

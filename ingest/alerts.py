@@ -11,25 +11,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 # DESIGN.md section 4 lists the kinds; `low_battery` is added here because section 6 names low
 # battery among the meter flags that open and close alerts.
-ALERT_KINDS = frozenset(
-    {
-        "leak",
-        "burst",
-        "backflow",
-        "dry",
-        "tamper",
-        "low_battery",
-        "night_flow",
-        "no_data",
-        "verification_due",
-        "verification_overdue",
-        "implausible_reading",
-    }
-)
+AlertKind = Literal[
+    "leak",
+    "burst",
+    "backflow",
+    "dry",
+    "tamper",
+    "low_battery",
+    "night_flow",
+    "no_data",
+    "verification_due",
+    "verification_overdue",
+    "implausible_reading",
+]
+ALERT_KINDS = frozenset(get_args(AlertKind))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Iterable, Sequence
-from typing import TextIO, TypeAlias
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TextIO, TypeAlias
 
 from metergate.errors import ConfigError, DecodeError
 
@@ -42,6 +44,32 @@ def command_group(subparsers: Subparsers, name: str) -> Subparsers:
         if isinstance(action, argparse._SubParsersAction):
             return action
     return parser.add_subparsers(dest=f"{name}_command", required=True)
+
+
+class Served(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+def serve_until_stopped(server: Served, head: Callable[[], dict[str, object]]) -> int:
+    """The `sim` commands' way: start `server`, print `head()` as one JSON line (the port it
+    names exists only once started), serve until SIGTERM or Ctrl-C, stop the server."""
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        server.start()
+        try:
+            print(json.dumps(head()), flush=True)
+            stop.wait()
+        finally:
+            server.stop()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
 
 
 def _parse_key(text: str | None) -> bytes | None:

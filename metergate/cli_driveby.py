@@ -16,18 +16,16 @@ those meters, and --write-route writes their route list.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from metergate.cli import Subparsers, command_group
+from metergate.cli import Subparsers, command_group, serve_until_stopped
 from metergate.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
@@ -221,17 +219,7 @@ def _cmd_sim_gps(args: argparse.Namespace) -> int:
         garbage_rate=args.garbage,
         seed=args.seed,
     )
-    stopped = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    server.start()
-    try:
-        route_file = None if args.write_route is None else str(args.write_route)
-        print(json.dumps({"port": server.url, "tty": server.tty, "route": route_file}), flush=True)
-        while not stopped.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+    route_file = None if args.write_route is None else str(args.write_route)
+    return serve_until_stopped(
+        server, lambda: {"port": server.url, "tty": server.tty, "route": route_file}
+    )

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from decoders.mbus_link import BAUD_RATES, SecondaryAddress
-from metergate.cli import Subparsers, command_group
+from metergate.cli import Subparsers, command_group, serve_until_stopped
 from metergate.errors import DecodeError, MetergateError
 
 if TYPE_CHECKING:
@@ -94,20 +92,10 @@ def _cmd_sim_mbus(args: argparse.Namespace) -> int:
         server = TcpMbusServer(bus, port=args.tcp, baud=args.baud, clock=clock.now)
     else:
         server = PtyMbusServer(bus, link=args.link, baud=args.baud, clock=clock.now)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
-    try:
-        meters = [meter.describe() for meter in fleet.meters]
-        print(json.dumps({"port": server.url, "baud": args.baud, "meters": meters}), flush=True)
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+    meters = [meter.describe() for meter in fleet.meters]
+    return serve_until_stopped(
+        server, lambda: {"port": server.url, "baud": args.baud, "meters": meters}
+    )
 
 
 def _master(args: argparse.Namespace) -> MbusMaster:

@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
-from metergate.cli import Subparsers, command_group
+from metergate.cli import Subparsers, command_group, serve_until_stopped
 from metergate.errors import ConfigError, MetergateError
 
 MAX_UNIT = 247  # MODBUS over Serial Line V1.02 §2.2
@@ -170,29 +167,15 @@ def _cmd_sim_modbus(args: argparse.Namespace) -> int:
         server = ModbusRtuSimulator(bank, link=args.link)
     else:
         server = ModbusTcpSimulator(bank, host=args.host, port=args.port)
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            server.start()
-        except (OSError, RuntimeError) as error:  # pymodbus: RuntimeError when it cannot bind
-            return _fail("sim modbus", ConfigError(f"cannot serve: {error}"))
-        try:
-            line = {
+        return serve_until_stopped(
+            server,
+            lambda: {
                 "port": server.url,
                 "protocol": "rtu" if args.rtu else "tcp",
                 "profile": register_map.model,
                 "meters": bank.describe(),
-            }
-            print(json.dumps(line), flush=True)
-            stopping.wait()
-        finally:
-            server.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+            },
+        )
+    except (OSError, RuntimeError) as error:  # pymodbus: RuntimeError when it cannot bind
+        return _fail("sim modbus", ConfigError(f"cannot serve: {error}"))

@@ -13,13 +13,12 @@ import argparse
 import json
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
-from metergate.cli import Subparsers, command_group
+from metergate.cli import Subparsers, command_group, serve_until_stopped
 from metergate.errors import ConfigError, DecodeError, MetergateError
 
 if TYPE_CHECKING:
@@ -117,27 +116,17 @@ def _cmd_sim_wmbus(args: argparse.Namespace) -> int:
         fault_rate=args.faults,
         seed=args.seed,
     )
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
-    try:
-        head = {
+    return serve_until_stopped(
+        server,
+        lambda: {
             "port": server.url,
             "tty": server.tty,
             "receiver": args.receiver,
             "start": clock.start.isoformat(),
             "speed": args.speed,
             "meters": air.describe(),
-        }
-        print(json.dumps(head), flush=True)
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+        },
+    )
 
 
 def _text_line(received: ReceivedFrame, result: Telegram | DecodeError) -> str:

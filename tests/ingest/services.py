@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -165,8 +165,33 @@ def broker_config_lines(*, from_deploy: bool = True) -> list[str]:
     return lines
 
 
-class PrivateBroker:
+class _ListeningProcess:
+    """A server process of a test's own, listening on 127.0.0.1:`port`."""
+
+    name: str
+    port: int
+    _process: subprocess.Popen[bytes]
+    _log: IO[bytes]
+
+    def _listening(self) -> bool:
+        if self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self._process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+        self._log.close()
+
+
+class PrivateBroker(_ListeningProcess):
     """A Mosquitto of its own, in memory (no persistence: the tests keep it running)."""
+
+    name = "mosquitto"
 
     def __init__(self, directory: Path, *, from_deploy: bool = True) -> None:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -193,20 +218,6 @@ class PrivateBroker:
             [mosquitto, "-c", str(config)], stdout=self._log, stderr=subprocess.STDOUT
         )
         wait_until(self._listening, 10, f"mosquitto on port {self.port}")
-
-    def _listening(self) -> bool:
-        if self._process.poll() is not None:
-            raise RuntimeError(f"mosquitto exited with {self._process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
-        self._log.close()
 
 
 class WorkerProcess:
@@ -248,9 +259,11 @@ class WorkerProcess:
         self._log.close()
 
 
-class PrivateNats:
+class PrivateNats(_ListeningProcess):
     """A NATS server with its MQTT listener: a real broker that speaks MQTT 3.1.1 only and has
     no shared subscriptions (it grants `$share/...` as a plain filter that matches nothing)."""
+
+    name = "nats-server"
 
     def __init__(self, directory: Path) -> None:
         self.port = free_port()
@@ -269,20 +282,6 @@ class PrivateNats:
             stderr=subprocess.STDOUT,
         )
         wait_until(self._listening, 20, f"nats-server's MQTT port {self.port}")
-
-    def _listening(self) -> bool:
-        if self._process.poll() is not None:
-            raise RuntimeError(f"nats-server exited with {self._process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
-        self._log.close()
 
 
 def nats_server() -> str | None:
