@@ -9,7 +9,9 @@ blocks the sources, so a stalled disk slows reception instead of growing memory.
 Nothing received is dropped (DESIGN.md §9): a frame that does not decode, or has no key, travels
 as raw/1 with the error; only a repeat of a frame already spooled (gateway/dedup.py) is left out.
 A spool that cannot be written (disk full) is retried with the batch held in memory; what is
-still held when the gateway is stopped is logged with its count.
+still held when the gateway is stopped is logged with its count. A message the spool refuses
+for what it is (MessageRefusedError: a bug upstream) is set aside in the spool's quarantine, so it
+neither stalls the messages behind it nor vanishes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from gateway.messages import (
     undecoded_meter_id,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.spool import Spool
+from gateway.spool import MessageRefusedError, Spool
 from metergate.errors import DecodeError, MissingKeyError, StorageError
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,14 @@ class Pipeline:
     def _spool_batch(self, batch: list[Outgoing], stop: threading.Event) -> None:
         while batch:
             try:
-                self.spool.append_many(batch)
+                try:
+                    self.spool.append_many(batch)
+                except MessageRefusedError as refused:
+                    # Retrying cannot help this one message, and holding it would stall the rest.
+                    self.spool.set_aside(*batch[refused.index], str(refused))
+                    del batch[refused.index]
+                    self.metrics.failed("unspoolable")
+                    continue
             except StorageError as error:
                 self.metrics.failed("spool_error")
                 if stop.is_set():

@@ -17,7 +17,11 @@ deletes; WAL lets a reader run beside the writer), and writers take SQLite's wri
 
 A row that cannot be published as it is (no topic, a payload that is not UTF-8 JSON or whose
 `seq`/`msg_id` do not match the row) is moved to the `quarantine` table with the reason when it
-is read, and counted; it is kept, never published and never allowed to stop the publisher.
+is read, and counted; it is kept, never published and never allowed to stop the publisher. A
+message that cannot be spooled at all (not JSON-serialisable, a meter id that cannot be a topic
+level) is refused with MessageRefusedError, which names it, so that a producer can `set_aside` that
+one message in the quarantine and spool the rest, where a StorageError of the disk is worth
+retrying.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.messages import Kind
+from gateway.messages import TOPIC_ROOT, Kind
 from gateway.messages import topic as message_topic
 from metergate.errors import StorageError
 
@@ -51,6 +55,15 @@ _SCHEMA = (
     " spooled_at, reason TEXT NOT NULL, quarantined_at REAL NOT NULL)",
 )
 _MAX_TOPIC_BYTES = 65535  # MQTT 5 section 1.5.4 / 3.1.1 section 1.5.3: UTF-8 string length
+
+
+class MessageRefusedError(StorageError):
+    """One message of a batch cannot be spooled as it is; `index` is its place in the batch.
+    Retrying cannot help, unlike the StorageError of a full or failing disk."""
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +126,15 @@ class Spool:
 
         `kind` is the topic kind ("reading" or "raw"). Each message dict gets `seq` and
         `msg_id` ("{gateway_id}:{seq}") once the transaction is committed. A message that is
-        not JSON-serialisable, or a meter id that cannot be a topic level, raises StorageError
-        and nothing of the batch is stored.
+        not JSON-serialisable, or a meter id that cannot be a topic level, raises
+        MessageRefusedError and nothing of the batch is stored.
         """
-        try:
-            batch = [
-                (message_topic(self.gateway_id, meter_id, kind), meter_id, message)
-                for kind, meter_id, message in items
-            ]
-        except ValueError as exc:
-            raise StorageError(f"cannot spool a message: {exc}") from None
+        batch: list[tuple[str, str | None, dict[str, Any]]] = []
+        for index, (kind, meter_id, message) in enumerate(items):
+            try:
+                batch.append((message_topic(self.gateway_id, meter_id, kind), meter_id, message))
+            except ValueError as exc:
+                raise MessageRefusedError(f"cannot spool a message: {exc}", index=index) from None
         if not batch:
             return []
         spooled_at = self._clock()
@@ -134,7 +146,12 @@ class Spool:
             ).fetchone()
             for offset, (topic, meter_id, message) in enumerate(batch):
                 seq = last - len(batch) + 1 + offset
-                payload = self._encode(seq, message)
+                try:
+                    payload = self._encode(seq, message)
+                except (TypeError, ValueError) as exc:
+                    raise MessageRefusedError(
+                        f"message for seq {seq} is not JSON-serialisable: {exc}", index=offset
+                    ) from None
                 spooled.append(SpooledMessage(seq, topic, meter_id, payload, spooled_at))
             connection.executemany(
                 "INSERT INTO outbox (seq, topic, meter_id, payload, spooled_at)"
@@ -145,6 +162,27 @@ class Spool:
             message["seq"] = item.seq
             message["msg_id"] = self._msg_id(item.seq)
         return spooled
+
+    def set_aside(
+        self, kind: Kind, meter_id: str | None, message: dict[str, Any], reason: str
+    ) -> int:
+        """Keep a message that `append_many` refused in the quarantine, as well as it can be
+        written (values JSON cannot hold as their text), under the next `seq`, which it returns.
+        It is never published; the quarantine keeps it for a person to look at."""
+        payload = json.dumps(message, ensure_ascii=False, default=str).encode("utf-8")
+        # The topic it would have had, unchecked: it may be why the message was refused.
+        topic = f"{TOPIC_ROOT}/{self.gateway_id}/{meter_id or 'unknown'}/{kind}"
+        now = self._clock()
+        with self._write(durable=True, action="set aside in") as connection:
+            (seq,) = connection.execute(
+                "UPDATE spool_counter SET value = value + 1 WHERE name = 'seq' RETURNING value"
+            ).fetchone()
+            connection.execute(
+                "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, topic, meter_id, payload, now, reason, now),
+            )
+        log.error("spool %s: a message set aside as seq %d: %s", self.path, seq, reason)
+        return int(seq)
 
     def pending(self, limit: int, after_seq: int = 0) -> list[SpooledMessage]:
         """Up to `limit` messages with `seq` > `after_seq`, oldest first. Corrupted rows met on
@@ -214,10 +252,7 @@ class Spool:
             "msg_id": self._msg_id(seq),
             **{k: v for k, v in message.items() if k not in head and k not in ("seq", "msg_id")},
         }
-        try:
-            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise StorageError(f"message for seq {seq} is not JSON-serialisable: {exc}") from None
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def _check(self, row: tuple[Any, ...]) -> SpooledMessage | str:
         """The message of an outbox row, or why it cannot be published."""

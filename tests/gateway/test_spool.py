@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.spool import Spool
+from gateway.spool import MessageRefusedError, Spool
 from metergate.errors import StorageError
 
 GW = "gw-spool"
@@ -85,8 +85,9 @@ def test_seq_survives_a_restart_even_with_an_empty_spool(tmp_path: Path) -> None
 def test_a_batch_with_a_bad_message_stores_nothing(spool: Spool) -> None:
     good = reading("M-1", 1)
     bad = reading("M-1", 2) | {"value": Decimal("1.5")}  # not JSON: values travel as strings
-    with pytest.raises(StorageError, match="not JSON-serialisable"):
+    with pytest.raises(MessageRefusedError, match="not JSON-serialisable") as caught:
         spool.append_many([("reading", "M-1", good), ("reading", "M-1", bad)])
+    assert caught.value.index == 1
 
     assert spool.depth() == 0
     assert "seq" not in good and "msg_id" not in good
