@@ -47,7 +47,7 @@ def count_rows(url: str) -> int:
 
 def empty(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, meter_status, meters")
+        conn.execute("TRUNCATE readings, meter_status, meters, engine_marks")
         conn.execute("VACUUM ANALYZE readings")
 
 

@@ -45,9 +45,10 @@ ON CONFLICT (meter_id) DO UPDATE SET key = EXCLUDED.key, added_at = now()
 
 _WAITING_FRAMES = """
 SELECT id, msg_id, gateway_id, seq, protocol, frame, received_at, rssi_dbm, location
-FROM raw_frames WHERE meter_id = %s AND decoded_at IS NULL
+FROM raw_frames WHERE meter_id = %s AND decoded_at IS NULL {}
 ORDER BY received_at, id
 """
+_UNTRIED = "AND tried_at IS NULL"
 
 _MARK_DECODED = "UPDATE raw_frames SET decoded_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
 
@@ -143,8 +144,10 @@ def recover_frames(
     *,
     zone: tzinfo = DEFAULT_ZONE,
     decoder: Decoder | None = None,
+    untried_only: bool = False,
 ) -> Recovery:
-    """Decode the meter's waiting raw frames with `key`, store their readings and mark them.
+    """Decode the meter's waiting raw frames with `key`, store their readings and mark them;
+    with `untried_only`, those the engine thread has not tried yet (ingest/engine_marks.py).
 
     Running it again is harmless: marked frames are not read again, and the writes are
     idempotent, so a run cut short leaves nothing that the next one does not finish.
@@ -156,7 +159,8 @@ def recover_frames(
         decoder = Decoder(load_profiles())
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            rows = conn.execute(_WAITING_FRAMES, (meter,)).fetchall()
+            waiting = _WAITING_FRAMES.format(_UNTRIED if untried_only else "")
+            rows = conn.execute(waiting.encode(), (meter,)).fetchall()
             decoded, failures = _decode_all(decoder, meter, key, rows, zone)
             readings = 0
             if decoded:

@@ -68,15 +68,35 @@ _READINGS_ORDER = (
     'meter_id COLLATE "C", quantity COLLATE "C", storage, tariff, subunit, function COLLATE "C",'
     " measured_at"
 )
-_MOVE_READINGS = f"""
-INSERT INTO readings ({READING_COLUMNS})
-SELECT {READING_COLUMNS} FROM ingest_readings_staging ORDER BY {_READINGS_ORDER}
+# Readings and status reports move in one statement that also marks their meters for the
+# engines (migrations/0009_engine_marks.sql), from the rows actually inserted: a month-end
+# register that a meter repeats in every telegram conflicts with the stored one and marks
+# nothing, where marking it would send every engine run back to that month. One statement takes
+# the marks' row locks in one order (meter id), so two workers cannot deadlock on them.
+_MOVE = f"""
+WITH moved AS (
+    INSERT INTO readings ({READING_COLUMNS})
+    SELECT {READING_COLUMNS} FROM ingest_readings_staging ORDER BY {_READINGS_ORDER}
+    {{conflict}}
+    RETURNING meter_id, measured_at
+), reported AS (
+    INSERT INTO meter_status ({_STATUS_COLUMNS})
+    SELECT {_STATUS_COLUMNS} FROM ingest_status_staging ORDER BY msg_id COLLATE "C"
+    {{conflict}}
+    RETURNING meter_id, reported_at
+), changed AS (
+    SELECT meter_id, min(at) AS since
+    FROM (SELECT * FROM moved UNION ALL SELECT * FROM reported) AS new_rows (meter_id, at)
+    GROUP BY meter_id
+), marked AS (
+    INSERT INTO engine_marks (meter_id, since)
+    SELECT meter_id, since FROM changed ORDER BY meter_id COLLATE "C"
+    ON CONFLICT (meter_id) DO UPDATE
+    SET since = least(engine_marks.since, excluded.since), marked_at = clock_timestamp()
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM reported)
 """
-_MOVE_STATUS = f"""
-INSERT INTO meter_status ({_STATUS_COLUMNS})
-SELECT {_STATUS_COLUMNS} FROM ingest_status_staging ORDER BY msg_id COLLATE "C"
-"""
-_IDEMPOTENT = "\nON CONFLICT DO NOTHING"
+_IDEMPOTENT = "ON CONFLICT DO NOTHING"
 
 # Sent with the moves as one multi-statement query (one round trip), so the arrays are literals.
 _INSERT_METERS = """
@@ -279,35 +299,35 @@ def _write(
                 (_text(item.topic), item.payload, _text(item.error), item.received_at)
             )
 
-    # The staging tables are filled first; then meters, readings and status go in one
-    # multi-statement query: round trips are what a batch costs most while other threads of
-    # the worker hold the GIL.
-    ending = "" if optimistic else _IDEMPOTENT
-    statements: list[tuple[str, sql.Composable]] = []
+    # The staging tables are filled first; then meters and the move go in one multi-statement
+    # query: round trips are what a batch costs most while other threads of the worker hold
+    # the GIL.
+    statements: list[sql.Composable] = []
     if heard:
         ids = sorted(heard)
         manufacturers = [heard[i][0] for i in ids]
         media = [heard[i][1] for i in ids]
         statements.append(
-            (
-                "new_meters",
-                sql.SQL(_INSERT_METERS).format(*map(sql.Literal, (ids, manufacturers, media))),
-            )
+            sql.SQL(_INSERT_METERS).format(*map(sql.Literal, (ids, manufacturers, media)))
         )
     counts: dict[str, int] = {}
     with conn.cursor() as cur:
         if readings:
             copy_rows(cur, "ingest_readings_staging", READING_COLUMNS, READING_TYPES, readings)
-            statements.append(("readings", sql.SQL(_MOVE_READINGS + ending)))
         if statuses:
             copy_rows(cur, "ingest_status_staging", _STATUS_COLUMNS, _STATUS_TYPES, statuses)
-            statements.append(("status_reports", sql.SQL(_MOVE_STATUS + ending)))
+        if readings or statuses:
+            move = _MOVE.replace("{conflict}", "" if optimistic else _IDEMPOTENT)
+            statements.append(sql.SQL(move))
         if statements:
-            cur.execute(sql.SQL(";").join(statement for _, statement in statements))
-            for position, (name, _) in enumerate(statements):
-                if position:
-                    cur.nextset()
-                counts[name] = cur.rowcount
+            cur.execute(sql.SQL(";").join(statements))
+            if heard:
+                counts["new_meters"] = cur.rowcount
+                cur.nextset()
+            if readings or statuses:
+                moved = cur.fetchone()
+                assert moved is not None
+                counts["readings"], counts["status_reports"] = moved
         if readings:
             counts["duplicate_readings"] = len(readings) - counts["readings"]
         if raw_frames:

@@ -316,8 +316,6 @@ class Worker:
     def _commit(self, store: Store, batch: list[Delivery]) -> None:
         if self._write(store, [delivery.item for delivery in batch], batch):
             self._ack(batch)
-            if self.engines is not None:
-                self.engines.mark(delivery.item for delivery in batch)
 
     def _write(self, store: Store, items: list[Item], batch: list[Delivery]) -> bool:
         """Write until committed (True) or the worker is stopped (False, nothing acknowledged).

@@ -39,6 +39,7 @@ DATA_TABLES = (
     "monthly_reading_revisions",
     "alerts",
     "meter_keys",
+    "engine_marks",
 )
 
 

@@ -4,7 +4,6 @@ fill`, and the worker running the engines by itself for what arrives over MQTT."
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -16,10 +15,12 @@ import pytest
 
 from ingest.boundaries import local_midnight
 from ingest.engine_loop import EngineLoop
+from ingest.engine_marks import claim, finish
 from ingest.engine_run import EngineReport, run_engines, sweep
 from ingest.monthly_values import MonthlyResult, consumption
 from ingest.payload import parse_message
 from ingest.series import Reading
+from ingest.store import Store
 from metergate.cli import main
 from tests.ingest.engine_data import series, utc
 from tests.ingest.messages import encode, iso, reading
@@ -643,31 +644,79 @@ def test_the_sweep_estimates_a_silent_meter_and_raises_verification_alerts(conn:
     assert again.monthly_new == again.alerts_opened == again.due_dates == 0
 
 
-def test_the_engine_loop_counts_a_failure_and_keeps_the_meters_marked() -> None:
+def test_the_engine_loop_counts_a_failure_and_goes_on() -> None:
     engines = EngineLoop("postgresql://postgres@127.0.0.1:1/nowhere", interval_s=0.05)
-    message = parse_message(*encode(reading(7)))
     engines.start()
     try:
-        engines.mark([message])
         wait_until(lambda: engines.failures >= 2, 30, "two failed runs")
     finally:
         engines.stop()
     assert engines.runs == 0
-    assert list(engines._take()) == [message.meter_id]  # still there for the next run
 
 
-def test_a_month_end_register_marks_its_meter_back_to_its_date_once() -> None:
-    engines = EngineLoop("postgresql://postgres@127.0.0.1:1/never-used")
-    topic, payload = reading(7, meter_id="KAM-00000007", count=2)
-    register_at = datetime.fromisoformat(payload["readings"][1]["measured_at"])
-    engines.mark([parse_message(topic, json.dumps(payload).encode())])
-    assert engines._take() == {"KAM-00000007": register_at}
-    # The next telegram repeats the same register: only its own reading counts now.
+def write(db: str, *messages: tuple[str, bytes]) -> None:
+    with Store(db) as store:
+        store.write([parse_message(topic, payload) for topic, payload in messages])
+
+
+def marked(conn: Conn) -> dict[str, datetime]:
+    return dict(conn.execute("SELECT meter_id, since FROM engine_marks").fetchall())
+
+
+def test_a_batch_marks_its_meters_from_the_rows_it_adds(conn: Conn, db: str) -> None:
+    topic, first = reading(7, meter_id="KAM-00000007", count=2)
+    register_at = datetime.fromisoformat(first["readings"][1]["measured_at"])
+    write(db, encode((topic, first)))
+    assert marked(conn) == {"KAM-00000007": register_at}  # the register is the earliest
+    taken = claim(conn, 10)
+    assert taken.since == {"KAM-00000007": register_at}
+    finish(conn, taken)
+    assert marked(conn) == {}
+    # The next telegram repeats the same month-end register: only its new reading marks.
     _, later = reading(8, meter_id="KAM-00000007", count=2)
-    later["readings"][1]["measured_at"] = payload["readings"][1]["measured_at"]
-    engines.mark([parse_message(topic, json.dumps(later).encode())])
-    index_at = datetime.fromisoformat(later["readings"][0]["measured_at"])
-    assert engines._take() == {"KAM-00000007": index_at}
+    later["readings"][1]["measured_at"] = first["readings"][1]["measured_at"]
+    write(db, encode((topic, later)))
+    assert marked(conn) == {
+        "KAM-00000007": datetime.fromisoformat(later["readings"][0]["measured_at"])
+    }
+    # A redelivered message adds no row, so no mark either.
+    finish(conn, claim(conn, 10))
+    write(db, encode((topic, later)))
+    assert marked(conn) == {}
+
+
+def test_marks_are_leased_and_a_mark_renewed_during_a_run_stays(conn: Conn, db: str) -> None:
+    write(
+        db, encode(reading(1, meter_id="KAM-00000001")), encode(reading(2, meter_id="KAM-00000002"))
+    )
+    taken = claim(conn, 10)
+    assert set(taken.since) == {"KAM-00000001", "KAM-00000002"}
+    assert claim(conn, 10).since == {}  # another worker's run finds them taken
+    write(db, encode(reading(3, meter_id="KAM-00000001")))  # new rows while the engines run
+    finish(conn, taken)
+    assert set(marked(conn)) == {"KAM-00000001"}
+    again = claim(conn, 10)
+    assert set(again.since) == {"KAM-00000001"}
+    # The worker holding it dies: once the lease is over, another run takes the mark.
+    conn.execute("UPDATE engine_marks SET claimed_until = now() - interval '1 second'")
+    assert set(claim(conn, 10).since) == {"KAM-00000001"}
+
+
+def test_the_engine_loop_runs_what_was_marked_and_removes_the_marks(conn: Conn, db: str) -> None:
+    register(conn, "KAM-00000042")
+    readings = series(
+        utc(2026, 10, 31, 18), utc(2026, 11, 1, 2), HOUR, 30, first=Decimal("300.000")
+    )
+    write(db, *(
+        reading_message("metergate", "KAM-00000042", seq, r, [])
+        for seq, r in enumerate(readings)
+    ))  # fmt: skip
+    engines = EngineLoop(db, zone=RIGA, clock=lambda: NOW)
+    assert engines.run_pending()
+    assert engines.totals.meters == 1 and engines.failures == 0
+    row = monthly(conn, "KAM-00000042")
+    assert row is not None and (row["method"], row["value"]) == ("actual", Decimal("300.120"))
+    assert marked(conn) == {}
 
 
 # --- metergate monthly fill ---------------------------------------------------------------

@@ -27,7 +27,9 @@ from gateway.frames import RawFrame
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
+from ingest.engine_loop import EngineLoop
 from ingest.payload import ReadingMessage, parse_message
+from ingest.recover import store_key
 from ingest.store import Store, reading_rows
 from metergate.profiles import load_profiles
 from tests.drivers.wmbus_sim import START, air
@@ -212,6 +214,33 @@ def test_the_api_key_put_decodes_the_stored_frames_too(db: str, stored: Stored) 
     assert count(db, "SELECT count(*) FROM raw_frames WHERE decoded_at IS NULL") == 2 + (
         count(db, f"SELECT count(*) FROM raw_frames WHERE meter_id = '{OTHER}'")
     )
+
+
+def test_raw_frames_of_a_meter_whose_key_is_stored_are_decoded_by_the_engine_thread(
+    db: str, stored: Stored, tmp_path: Path
+) -> None:
+    """A gateway without the key sends raw/1, but the database has it (stored through the API
+    or `keys add` earlier): the worker's engine thread decodes them, tries each frame once,
+    and the engines then run the meter from the readings' time on."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        store_key(conn, METER, air().keys()[METER])
+    engines = EngineLoop(db)
+    assert engines.run_pending()
+    assert readings(db) == stored.expected
+    assert engines.frames_decoded == len(stored.frames) - 2
+    untried = "SELECT count(*) FROM raw_frames WHERE tried_at IS NULL AND decoded_at IS NULL"
+    assert count(db, untried) == 0  # OTHER's (no key) and the damaged two: tried once
+    assert count(db, "SELECT count(*) FROM engine_marks") == 0  # run by the same pass
+    assert count(db, "SELECT count(*) FROM meter_status") == len(stored.frames) - 2
+
+    assert engines.run_pending()  # nothing new: the failures are not tried again
+    assert engines.frames_decoded == len(stored.frames) - 2
+    # A new frame of the meter arrives raw (the gateway still has no key).
+    later = wmbus_meter(METER).transmission(START + timedelta(minutes=11))
+    with Store(db) as store:
+        store.write(gateway_messages([_frame(later)], tmp_path, {}, Decoder(load_profiles())))
+    assert engines.run_pending()
+    assert engines.frames_decoded == len(stored.frames) - 1
 
 
 def test_keys_list_and_remove_never_show_a_key(db: str) -> None:

@@ -1,0 +1,103 @@
+"""The engines' work list in the database: marked meters, and raw frames a stored key may open.
+
+Marks (migrations/0009_engine_marks.sql) are written by the batch that stores the new rows, in
+its transaction (ingest/store.py), and by nothing else; an engine run takes a chunk of them
+with a lease (`claim`), runs the engines, and then removes the marks it saw (`finish`): a mark
+that changed during the run (new rows came) stays for the next run, and one whose run died
+with its worker is taken again when the lease ends. Claims skip rows another run has locked, so
+the engine threads of several workers share the list without running a meter twice at once.
+
+Raw frames: a frame that reached the ingest raw (the gateway had no key, or did not know the
+compact format yet) but whose meter has a key in `meter_keys` is decoded by the engine thread
+with ingest/recover.py, as `metergate keys add` would; frames are tried once (`tried_at`), so
+that a frame that still fails is not decoded again every few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+LEASE = timedelta(minutes=10)
+
+_CLAIM = """
+UPDATE engine_marks AS m SET claimed_until = now() + %(lease)s
+FROM (
+    SELECT meter_id FROM engine_marks
+    WHERE claimed_until IS NULL OR claimed_until < now()
+    ORDER BY since
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AS free
+WHERE m.meter_id = free.meter_id
+RETURNING m.meter_id, m.since, m.marked_at
+"""
+
+_REMOVE_SEEN = """
+DELETE FROM engine_marks AS m
+USING unnest(%s::text[], %s::timestamptz[]) AS seen (meter_id, marked_at)
+WHERE m.meter_id = seen.meter_id AND m.marked_at = seen.marked_at
+"""
+
+_RELEASE = "UPDATE engine_marks SET claimed_until = NULL WHERE meter_id = ANY(%s)"
+
+_UNTRIED = """
+SELECT meter_id, max(id) FROM raw_frames
+WHERE decoded_at IS NULL AND tried_at IS NULL AND meter_id IS NOT NULL
+GROUP BY meter_id ORDER BY meter_id LIMIT %s
+"""
+
+_KEYS_OF = "SELECT meter_id, key FROM meter_keys WHERE meter_id = ANY(%s)"
+
+_MARK_TRIED = """
+UPDATE raw_frames AS r SET tried_at = now()
+FROM unnest(%s::text[], %s::bigint[]) AS seen (meter_id, last_id)
+WHERE r.meter_id = seen.meter_id AND r.id <= seen.last_id
+  AND r.decoded_at IS NULL AND r.tried_at IS NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Marks taken by one engine run: `since` by meter, and the `marked_at` each had."""
+
+    since: dict[str, datetime]
+    marked_at: dict[str, datetime]
+
+
+def claim(conn: psycopg.Connection[Any], limit: int, lease: timedelta = LEASE) -> Claim:
+    """Take up to `limit` free marks, oldest `since` first (`conn` in autocommit)."""
+    rows = conn.execute(_CLAIM, {"lease": lease, "limit": limit}).fetchall()
+    return Claim({m: since for m, since, _ in rows}, {m: at for m, _, at in rows})
+
+
+def finish(conn: psycopg.Connection[Any], taken: Claim) -> None:
+    """Remove the marks the run saw; release those that changed meanwhile."""
+    ids = list(taken.marked_at)
+    with conn.transaction():
+        conn.execute(_REMOVE_SEEN, (ids, [taken.marked_at[m] for m in ids]))
+        conn.execute(_RELEASE, (ids,))
+
+
+def release(conn: psycopg.Connection[Any], meter_ids: list[str]) -> None:
+    """Give marks back untouched (the run failed) for the next run."""
+    conn.execute(_RELEASE, (meter_ids,))
+
+
+def untried_frames(conn: psycopg.Connection[Any], limit: int) -> dict[str, int]:
+    """Meters with raw frames not tried yet, and the newest such frame's id."""
+    return {str(m): int(last) for m, last in conn.execute(_UNTRIED, (limit,)).fetchall()}
+
+
+def keys_of(conn: psycopg.Connection[Any], meter_ids: list[str]) -> dict[str, bytes]:
+    """The stored keys of those of `meter_ids` that have one."""
+    return {str(m): bytes(key) for m, key in conn.execute(_KEYS_OF, (meter_ids,)).fetchall()}
+
+
+def mark_tried(conn: psycopg.Connection[Any], last_ids: dict[str, int]) -> None:
+    """Frames up to `last_ids[meter]` that are still raw were tried and stay so."""
+    ids = list(last_ids)
+    conn.execute(_MARK_TRIED, (ids, [last_ids[m] for m in ids]))

@@ -1,0 +1,22 @@
+-- Meters whose data changed and that the engines have not run since (ingest/engine_marks.py).
+-- A batch writes its marks in its own transaction, so a mark is exactly as durable as the
+-- readings that caused it: a worker killed before its engines ran leaves them here for the
+-- next engine run of any worker. `since` is the earliest instant the new rows reach (what the
+-- engines must recompute from); `marked_at` changes with every new mark, so that a run can
+-- remove only the marks it has seen; `claimed_until` is the lease of the engine run that took
+-- the mark, after which another run may take it (its worker died).
+CREATE TABLE engine_marks (
+    meter_id text PRIMARY KEY,
+    since timestamptz NOT NULL,
+    marked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    claimed_until timestamptz
+);
+
+-- Raw frames the ingest has tried to decode with the keys in meter_keys (ingest/engine_marks.py
+-- frames_with_keys): a frame that arrives raw for a meter whose key the database holds is
+-- decoded by the worker's engine thread; one that still fails is not tried again until
+-- `metergate keys add` gives its meter a key.
+ALTER TABLE raw_frames ADD COLUMN tried_at timestamptz;
+
+CREATE INDEX raw_frames_untried ON raw_frames (meter_id)
+    WHERE decoded_at IS NULL AND tried_at IS NULL AND meter_id IS NOT NULL;
