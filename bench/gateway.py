@@ -15,6 +15,8 @@ Stages, each with a fresh pipeline and filter, on one core:
 - + spool: Pipeline.run draining a filled queue into the spool (append_many, an fsync a batch);
 - end to end: items submitted to a running pipeline thread and a Publisher to the broker (QoS 1),
   timed until the spool is empty (every PUBACK in).
+Each stage's rate is given by the wall clock and per CPU-second of the process (pinned to one
+core, that is the rate of a core of its own; the wall clock moves with the machine's load).
 Memory: peak RSS of the whole process (the simulated fleet and every frame included), and the
 peak of the Python allocations of the gateway's own parts (keys, locations, filled filter, a
 pipeline spooling telegrams; the queued frames were made before and are not counted).
@@ -94,9 +96,19 @@ class Setup:
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """`rate` by the wall clock; `cpu_rate` by the process's CPU time over the same span: on
+    the one core the process is pinned to, what the stage reaches when nothing else runs there
+    (the machines are shared: the wall-clock rate moves with their load)."""
+
     name: str
     rate: float
+    cpu_rate: float
     counts: dict[str, int]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def fleet_of(meters: int, seed: int) -> WmbusFleet:
@@ -201,11 +213,13 @@ def pipeline_only(setup: Setup, directory: Path) -> Stage:
     items = setup.items
     with Spool(directory / "pipeline.sqlite", "bench-pipeline") as spool:
         pipe = pipeline(setup, "bench-pipeline", spool)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         for first in range(0, len(items), BATCH_MAX):
             pipe.messages(items[first : first + BATCH_MAX])
-        elapsed = time.perf_counter() - started
-    return Stage("pipeline (decode, dedup, messages)", len(items) / elapsed, pipe.counts)
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    return Stage(
+        "pipeline (decode, dedup, messages)", len(items) / elapsed, len(items) / cpu, pipe.counts
+    )
 
 
 def spool_stage(setup: Setup, directory: Path, name: str = "spool") -> Stage:
@@ -224,10 +238,14 @@ def spool_stage(setup: Setup, directory: Path, name: str = "spool") -> Stage:
             pipe.submit(item)
         stop = threading.Event()
         stop.set()  # run() returns once the queue is empty
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         pipe.run(stop)
+        cpu = cpu_seconds() - cpu
     return Stage(
-        "pipeline + spool (append_many)", len(items) / (batches[-1] - started), pipe.counts
+        "pipeline + spool (append_many)",
+        len(items) / (batches[-1] - started),
+        len(items) / cpu,
+        pipe.counts,
     )
 
 
@@ -259,7 +277,7 @@ def end_to_end(setup: Setup, directory: Path, broker: BrokerConfig) -> Stage:
                     raise SystemExit(f"cannot connect to the broker {broker.host}:{broker.port}")
                 time.sleep(0.01)
             worker.start()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             for item in items:
                 pipe.submit(item)
             counts = pipe.counts
@@ -272,14 +290,19 @@ def end_to_end(setup: Setup, directory: Path, broker: BrokerConfig) -> Stage:
                 time.sleep(0.01)
             while spool.depth():
                 time.sleep(0.01)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         finally:
             stop.set()
             if worker.is_alive():
                 worker.join()
             publisher.stop(5)
     clear_status(broker, gateway_id)
-    return Stage("end to end (pipeline thread + publisher, QoS 1)", len(items) / elapsed, counts)
+    return Stage(
+        "end to end (pipeline thread + publisher, QoS 1)",
+        len(items) / elapsed,
+        len(items) / cpu,
+        counts,
+    )
 
 
 def published(metrics: GatewayMetrics) -> float:
@@ -361,22 +384,26 @@ def main() -> int:
         rss = max_rss_mb()  # before tracemalloc, whose own bookkeeping would count
         allocated = gateway_allocations(setup, directory)
 
-    print(f"  {'stage':48s} {'telegrams/s':>11s} {'readings':>9s} {'raw':>6s} {'repeats':>8s}")
+    print(
+        f"  {'stage':48s} {'telegrams/s':>11s} {'per CPU-s':>10s} {'readings':>9s} {'raw':>6s}"
+        f" {'repeats':>8s}"
+    )
     for stage in stages:
         c = stage.counts
         print(
-            f"  {stage.name:48s} {stage.rate:11,.0f} {c['readings']:9,d} {c['raw']:6,d}"
-            f" {c['duplicates']:8,d}"
+            f"  {stage.name:48s} {stage.rate:11,.0f} {stage.cpu_rate:10,.0f}"
+            f" {c['readings']:9,d} {c['raw']:6,d} {c['duplicates']:8,d}"
         )
     print(f"  peak RSS of the whole process (fleet and frames included): {rss:.0f} MB")
     print(
         f"  peak Python allocations of the gateway's parts ({min(TRACED, len(setup.items)):,}"
         f" telegrams spooled): {allocated / 1e6:.0f} MB"
     )
-    rate = stages[-1].rate
+    rate, cpu_rate = stages[-1].rate, stages[-1].cpu_rate
     print(
-        f"target: >= {TARGET_RATE:,} telegrams/s on one core, end to end: {rate:,.0f}"
-        f" ({'met' if rate >= TARGET_RATE else 'MISSED'})"
+        f"target: >= {TARGET_RATE:,} telegrams/s on one core, end to end: {rate:,.0f} by the"
+        f" clock ({'met' if rate >= TARGET_RATE else 'MISSED'}), {cpu_rate:,.0f} per CPU-second"
+        f" ({'met' if cpu_rate >= TARGET_RATE else 'MISSED'})"
     )
     print(
         f"target: < {TARGET_RSS_MB} MB peak RSS: {rss:.0f} MB"
