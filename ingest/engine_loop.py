@@ -1,6 +1,7 @@
 """The engines inside the ingest worker: every few seconds, on a thread of their own, the
-meters marked in the database (ingest/engine_marks.py) are run, and raw frames that a stored
-key can open are decoded; a sweep runs what the clock alone changes.
+meters marked in the database (ingest/engine_marks.py) for at least the engines' delay are
+run, and raw frames that a stored key can open are decoded; a sweep runs what the clock alone
+changes.
 
 The marks are written by the batches themselves, in their transactions, so the engines never
 hold up an acknowledgement and nothing is forgotten when a worker dies: its marks wait in the
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,6 +36,7 @@ from metergate.profiles import load_profiles
 log = logging.getLogger(__name__)
 
 CHUNK = 200  # meters per run_engines call: a stop request waits for one chunk at most
+DEFAULT_DELAY_S = 300.0  # see ingest/engine_marks.py
 
 
 class EngineLoop:
@@ -46,6 +48,7 @@ class EngineLoop:
         database_url: str,
         *,
         interval_s: float = 5.0,
+        delay_s: float = DEFAULT_DELAY_S,
         sweep_s: float = 900.0,
         zone: ZoneInfo = DEFAULT_ZONE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -53,6 +56,7 @@ class EngineLoop:
     ) -> None:
         self._url = database_url
         self._interval_s = interval_s
+        self._delay = timedelta(seconds=delay_s)
         self._sweep_s = sweep_s
         self._zone = zone
         self._clock = clock
@@ -121,7 +125,7 @@ class EngineLoop:
     def _run_marked(self, conn: psycopg.Connection[Any]) -> EngineReport:
         report = EngineReport()
         while not self._stop.is_set():
-            taken = marks.claim(conn, CHUNK)
+            taken = marks.claim(conn, CHUNK, self._delay)
             if not taken.since:
                 break
             try:

@@ -3,9 +3,14 @@
 Marks (migrations/0009_engine_marks.sql) are written by the batch that stores the new rows, in
 its transaction (ingest/store.py), and by nothing else; an engine run takes a chunk of them
 with a lease (`claim`), runs the engines, and then removes the marks it saw (`finish`): a mark
-that changed during the run (new rows came) stays for the next run, and one whose run died
-with its worker is taken again when the lease ends. Claims skip rows another run has locked, so
-the engine threads of several workers share the list without running a meter twice at once.
+that changed during the run (new rows came) stays for a later run, and one whose run died
+with its worker is taken again when the lease ends. Claims skip rows another run has locked,
+so the engine threads of several workers share the list without running a meter twice at once.
+
+A mark is taken only once it is `delay` old. A wM-Bus meter sends every half minute or so, and
+an engine run loads days of its readings (the flow rules look back several nights): running
+each meter at every telegram would cost a core per few thousand meters. Waiting gathers the
+telegrams of the delay into one run, at the price of alerts coming up to `delay` later.
 
 Raw frames: a frame that reached the ingest raw (the gateway had no key, or did not know the
 compact format yet) but whose meter has a key in `meter_keys` is decoded by the engine thread
@@ -27,7 +32,8 @@ _CLAIM = """
 UPDATE engine_marks AS m SET claimed_until = now() + %(lease)s
 FROM (
     SELECT meter_id FROM engine_marks
-    WHERE claimed_until IS NULL OR claimed_until < now()
+    WHERE (claimed_until IS NULL OR claimed_until < now())
+      AND first_marked_at <= clock_timestamp() - %(delay)s
     ORDER BY since
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -43,6 +49,11 @@ WHERE m.meter_id = seen.meter_id AND m.marked_at = seen.marked_at
 """
 
 _RELEASE = "UPDATE engine_marks SET claimed_until = NULL WHERE meter_id = ANY(%s)"
+# What came during the run waits its own delay.
+_RENEW = """
+UPDATE engine_marks SET claimed_until = NULL, first_marked_at = clock_timestamp()
+WHERE meter_id = ANY(%s)
+"""
 
 _UNTRIED = """
 SELECT meter_id, max(id) FROM raw_frames
@@ -68,9 +79,12 @@ class Claim:
     marked_at: dict[str, datetime]
 
 
-def claim(conn: psycopg.Connection[Any], limit: int, lease: timedelta = LEASE) -> Claim:
-    """Take up to `limit` free marks, oldest `since` first (`conn` in autocommit)."""
-    rows = conn.execute(_CLAIM, {"lease": lease, "limit": limit}).fetchall()
+def claim(
+    conn: psycopg.Connection[Any], limit: int, delay: timedelta, lease: timedelta = LEASE
+) -> Claim:
+    """Take up to `limit` free marks at least `delay` old, oldest `since` first (`conn` in
+    autocommit)."""
+    rows = conn.execute(_CLAIM, {"lease": lease, "limit": limit, "delay": delay}).fetchall()
     return Claim({m: since for m, since, _ in rows}, {m: at for m, _, at in rows})
 
 
@@ -79,7 +93,7 @@ def finish(conn: psycopg.Connection[Any], taken: Claim) -> None:
     ids = list(taken.marked_at)
     with conn.transaction():
         conn.execute(_REMOVE_SEEN, (ids, [taken.marked_at[m] for m in ids]))
-        conn.execute(_RELEASE, (ids,))
+        conn.execute(_RENEW, (ids,))
 
 
 def release(conn: psycopg.Connection[Any], meter_ids: list[str]) -> None:

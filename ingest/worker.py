@@ -39,7 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.broker import BrokerConfig
 from ingest.boundaries import DEFAULT_ZONE
-from ingest.engine_loop import EngineLoop
+from ingest.engine_loop import DEFAULT_DELAY_S, EngineLoop
 from ingest.migrate import migrate
 from ingest.payload import DEFAULT_TOPIC_ROOT, InvalidMessage, parse_message
 from ingest.store import BatchCounts, BatchRejected, DatabaseUnavailable, DeadLetter, Item, Store
@@ -65,8 +65,10 @@ class WorkerConfig:
     share_group: str | None = DEFAULT_SHARE_GROUP
     session_expiry_s: int = 7 * 24 * 3600
     retry_max_s: float = 30.0
-    # Seconds between engine runs for the meters that batches touched (None: no engines here).
+    # Seconds between engine runs for the meters that batches touched (None: no engines here),
+    # and how long a meter's new data waits for more before its run (ingest/engine_marks.py).
     engine_interval_s: float | None = 5.0
+    engine_delay_s: float = DEFAULT_DELAY_S
     zone: ZoneInfo = DEFAULT_ZONE
 
     def __post_init__(self) -> None:
@@ -82,6 +84,8 @@ class WorkerConfig:
             raise ConfigError("the longest retry delay must be positive")
         if self.engine_interval_s is not None and not self.engine_interval_s > 0:
             raise ConfigError("the engine interval must be positive")
+        if not 0 <= self.engine_delay_s <= 86_400:
+            raise ConfigError("the engine delay is 0 to 86400 s")
         for name, level in (
             ("client id", self.client_id),
             ("topic root", self.topic_root),
@@ -134,7 +138,10 @@ class Worker:
         self.engines: EngineLoop | None = None
         if config.engine_interval_s is not None:
             self.engines = EngineLoop(
-                config.database_url, interval_s=config.engine_interval_s, zone=config.zone
+                config.database_url,
+                interval_s=config.engine_interval_s,
+                delay_s=config.engine_delay_s,
+                zone=config.zone,
             )
 
     def stop(self) -> None:

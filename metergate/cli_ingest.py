@@ -50,6 +50,16 @@ def _zone(text: str) -> ZoneInfo:
         ) from None
 
 
+def _delay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError("0 to 86400 seconds")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -133,6 +143,12 @@ def register(subparsers: Subparsers) -> None:
         default=5.0,
         help="seconds between engine runs for the meters just stored (default: 5; 0: none)",
     )
+    run.add_argument(
+        "--engine-delay",
+        type=_delay,
+        help="seconds a meter's new data waits for more before the engines run it, so that"
+        " frequent telegrams make one run (default: 300; alerts come that much later)",
+    )
     _add_timezone(run)
     run.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     run.set_defaults(handler=_cmd_run)
@@ -190,6 +206,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             share_group=None if args.no_share else args.share_group,
             session_expiry_s=args.session_expiry,
             engine_interval_s=args.engine_interval or None,
+            **({} if args.engine_delay is None else {"engine_delay_s": args.engine_delay}),
             zone=args.timezone,
         )
     )

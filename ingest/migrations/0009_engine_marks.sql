@@ -3,12 +3,15 @@
 -- readings that caused it: a worker killed before its engines ran leaves them here for the
 -- next engine run of any worker. `since` is the earliest instant the new rows reach (what the
 -- engines must recompute from); `marked_at` changes with every new mark, so that a run can
--- remove only the marks it has seen; `claimed_until` is the lease of the engine run that took
--- the mark, after which another run may take it (its worker died).
+-- remove only the marks it has seen; `first_marked_at` does not, so that the marks of a meter
+-- telegramming every half minute gather for the engines' delay into one run; `claimed_until`
+-- is the lease of the engine run that took the mark, after which another run may take it (its
+-- worker died).
 CREATE TABLE engine_marks (
     meter_id text PRIMARY KEY,
     since timestamptz NOT NULL,
     marked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    first_marked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     claimed_until timestamptz
 );
 

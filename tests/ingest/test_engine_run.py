@@ -23,7 +23,7 @@ from ingest.series import Reading
 from ingest.store import Store
 from metergate.cli import main
 from tests.ingest.engine_data import series, utc
-from tests.ingest.messages import encode, iso, reading
+from tests.ingest.messages import BASE, encode, iso, reading
 from tests.ingest.services import Publisher, count, running, wait_until, worker_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 RIGA = ZoneInfo("Europe/Riga")
 OCTOBER = date(2026, 10, 1)
 SEPTEMBER = date(2026, 9, 1)
+NO_DELAY = timedelta(0)
 OCT_END = utc(2026, 10, 31, 22)  # 2026-11-01 00:00 EET: October's boundary
 NOW = utc(2026, 11, 20, 12)
 HOUR = timedelta(hours=1)
@@ -668,7 +669,7 @@ def test_a_batch_marks_its_meters_from_the_rows_it_adds(conn: Conn, db: str) -> 
     register_at = datetime.fromisoformat(first["readings"][1]["measured_at"])
     write(db, encode((topic, first)))
     assert marked(conn) == {"KAM-00000007": register_at}  # the register is the earliest
-    taken = claim(conn, 10)
+    taken = claim(conn, 10, NO_DELAY)
     assert taken.since == {"KAM-00000007": register_at}
     finish(conn, taken)
     assert marked(conn) == {}
@@ -680,26 +681,35 @@ def test_a_batch_marks_its_meters_from_the_rows_it_adds(conn: Conn, db: str) -> 
         "KAM-00000007": datetime.fromisoformat(later["readings"][0]["measured_at"])
     }
     # A redelivered message adds no row, so no mark either.
-    finish(conn, claim(conn, 10))
+    finish(conn, claim(conn, 10, NO_DELAY))
     write(db, encode((topic, later)))
     assert marked(conn) == {}
+
+
+def test_a_mark_waits_the_delay_and_gathers_what_comes_meanwhile(conn: Conn, db: str) -> None:
+    write(db, encode(reading(1, meter_id="KAM-00000001", count=1)))
+    assert claim(conn, 10, timedelta(minutes=5)).since == {}  # too fresh: more may come
+    conn.execute("UPDATE engine_marks SET first_marked_at = first_marked_at - interval '6 min'")
+    write(db, encode(reading(0, meter_id="KAM-00000001", count=1)))  # a minute older
+    taken = claim(conn, 10, timedelta(minutes=5))
+    assert taken.since == {"KAM-00000001": BASE}  # one run for both
 
 
 def test_marks_are_leased_and_a_mark_renewed_during_a_run_stays(conn: Conn, db: str) -> None:
     write(
         db, encode(reading(1, meter_id="KAM-00000001")), encode(reading(2, meter_id="KAM-00000002"))
     )
-    taken = claim(conn, 10)
+    taken = claim(conn, 10, NO_DELAY)
     assert set(taken.since) == {"KAM-00000001", "KAM-00000002"}
-    assert claim(conn, 10).since == {}  # another worker's run finds them taken
+    assert claim(conn, 10, NO_DELAY).since == {}  # another worker's run finds them taken
     write(db, encode(reading(3, meter_id="KAM-00000001")))  # new rows while the engines run
     finish(conn, taken)
     assert set(marked(conn)) == {"KAM-00000001"}
-    again = claim(conn, 10)
+    again = claim(conn, 10, NO_DELAY)
     assert set(again.since) == {"KAM-00000001"}
     # The worker holding it dies: once the lease is over, another run takes the mark.
     conn.execute("UPDATE engine_marks SET claimed_until = now() - interval '1 second'")
-    assert set(claim(conn, 10).since) == {"KAM-00000001"}
+    assert set(claim(conn, 10, NO_DELAY).since) == {"KAM-00000001"}
 
 
 def test_the_engine_loop_runs_what_was_marked_and_removes_the_marks(conn: Conn, db: str) -> None:
@@ -711,7 +721,7 @@ def test_the_engine_loop_runs_what_was_marked_and_removes_the_marks(conn: Conn, 
         reading_message("metergate", "KAM-00000042", seq, r, [])
         for seq, r in enumerate(readings)
     ))  # fmt: skip
-    engines = EngineLoop(db, zone=RIGA, clock=lambda: NOW)
+    engines = EngineLoop(db, zone=RIGA, clock=lambda: NOW, delay_s=0)
     assert engines.run_pending()
     assert engines.totals.meters == 1 and engines.failures == 0
     row = monthly(conn, "KAM-00000042")
@@ -786,7 +796,9 @@ def test_the_worker_fills_monthly_readings_and_alerts_by_itself(
                         ["leak"] if 2 <= seq <= 4 else [])
         for seq, r in enumerate(readings)
     ]  # fmt: skip
-    with running(worker_config(db, mqtt_url, topic_root, engine_interval_s=0.2)) as worker:
+    with running(
+        worker_config(db, mqtt_url, topic_root, engine_interval_s=0.2, engine_delay_s=0)
+    ) as worker:
         publisher.publish(messages)
         wait_until(
             lambda: (

@@ -224,7 +224,7 @@ def test_raw_frames_of_a_meter_whose_key_is_stored_are_decoded_by_the_engine_thr
     and the engines then run the meter from the readings' time on."""
     with psycopg.connect(db, autocommit=True) as conn:
         store_key(conn, METER, air().keys()[METER])
-    engines = EngineLoop(db)
+    engines = EngineLoop(db, delay_s=0)
     assert engines.run_pending()
     assert readings(db) == stored.expected
     assert engines.frames_decoded == len(stored.frames) - 2

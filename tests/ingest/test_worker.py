@@ -290,6 +290,8 @@ def test_ingest_run_bad_options(
         ["--batch-ms", "-1"],
         ["--mqtt-protocol", "4"],
         ["--session-expiry", "0"],
+        ["--engine-delay", "-1"],
+        ["--engine-delay", "soon"],
         ["--unknown"],
     ],
 )
