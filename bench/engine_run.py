@@ -4,8 +4,9 @@ Riga, one meter in twenty leaking at night, one in ten with a gap before the mon
 
 It makes a database of its own on the PostgreSQL of METERGATE_BENCH_DATABASE_URL (default: the
 local one, user postgres), fills it with COPY, times a first fill (everything new), a second
-one (nothing changes) and the worker's incremental run (changed since the last day), then drops
-the database.
+one (nothing changes), the second one again over as many processes as there are cores
+(`metergate monthly fill --jobs`; the database shares those cores here) and the worker's
+incremental run (changed since the last day), then drops the database.
 
     .venv/bin/python bench/engine_run.py [--meters 1000]
 """
@@ -27,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.engines import END, ZONE, meter_rows
+from ingest.engine_pool import run_engines_parallel
 from ingest.engine_run import EngineReport, run_engines
 from ingest.migrate import migrate
 from ingest.store import READING_COLUMNS, READING_TYPES, copy_rows
@@ -57,11 +59,14 @@ def fill(url: str, meters: int) -> int:
     return readings
 
 
-def timed(what: str, url: str, meters: int, **options: object) -> EngineReport:
-    with psycopg.connect(url, autocommit=True) as conn:
-        started = time.perf_counter()
-        report = run_engines(conn, now=NOW, zone=ZONE, **options)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - started
+def timed(what: str, url: str, meters: int, jobs: int = 1, **options: object) -> EngineReport:
+    started = time.perf_counter()
+    if jobs > 1:
+        report = run_engines_parallel(url, jobs=jobs, now=NOW, zone=ZONE)
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            report = run_engines(conn, now=NOW, zone=ZONE, **options)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
     print(f"{what}: {seconds:.2f} s, {seconds / meters * 1e3:.2f} ms per meter")
     print(f"  {report.summary()}")
     return report
@@ -85,6 +90,8 @@ def main() -> int:
             conn.execute("VACUUM ANALYZE readings")
         timed("first fill (every closed period new)", url, args.meters)
         timed("second fill (nothing changes)", url, args.meters)
+        jobs = os.cpu_count() or 1
+        timed(f"second fill over {jobs} processes (--jobs {jobs})", url, args.meters, jobs)
         since = dict.fromkeys((f"BEN-{i:08d}" for i in range(args.meters)), END - timedelta(days=1))
         timed("incremental run (changed in the last day)", url, args.meters, changed_since=since)
     finally:

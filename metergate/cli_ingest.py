@@ -60,6 +60,16 @@ def _delay(text: str) -> float:
     return value
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("1 to 256 processes")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -166,6 +176,12 @@ def register(subparsers: Subparsers) -> None:
     fill.add_argument(
         "--period", type=_period, help="YYYY-MM: this month only (it must have ended)"
     )
+    fill.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        help="processes sharing the meters (default: 1; up to the cores the database can spare)",
+    )
     _add_timezone(fill)
     fill.set_defaults(handler=_cmd_fill)
 
@@ -227,7 +243,7 @@ def _cmd_fill(args: argparse.Namespace) -> int:
     import psycopg
 
     from ingest.boundaries import month_boundary
-    from ingest.engine_run import run_engines
+    from ingest.engine_pool import run_engines_parallel
     from ingest.migrate import migrate
 
     if not args.database_url:
@@ -244,13 +260,13 @@ def _cmd_fill(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         migrate(args.database_url)
-        with psycopg.connect(args.database_url, autocommit=True, connect_timeout=10) as conn:
-            report = run_engines(
-                conn,
-                periods=None if args.period is None else [args.period],
-                now=now,
-                zone=args.timezone,
-            )
+        report = run_engines_parallel(
+            args.database_url,
+            jobs=args.jobs,
+            periods=None if args.period is None else [args.period],
+            now=now,
+            zone=args.timezone,
+        )
     except (StorageError, psycopg.Error) as exc:
         print(f"metergate monthly fill: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -762,6 +762,32 @@ def test_monthly_fill_fills_and_a_second_fill_changes_nothing(
     assert "monthly readings: 0 new, 0 revised" in capsys.readouterr().out
 
 
+def test_monthly_fill_over_processes_gives_what_one_process_gives(
+    conn: Conn, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_replacement(conn)
+    build_estimated(conn)
+    build_night_flow(conn)
+    assert main(["monthly", "fill", "--jobs", "2", "--database-url", db]) == 0
+    line = capsys.readouterr().out
+    assert "0 failed" in line and "0 revised" in line
+    filled = snapshot(conn)
+    assert filled["monthly"] and filled["alerts"]
+    assert main(["monthly", "fill", "--database-url", db]) == 0
+    assert "monthly readings: 0 new, 0 revised" in capsys.readouterr().out
+    assert snapshot(conn) == filled
+
+
+@pytest.mark.parametrize("jobs", ["0", "x", "-2", "257"])
+def test_monthly_fill_refuses_a_bad_number_of_jobs(
+    jobs: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["monthly", "fill", "--jobs", jobs, "--database-url", "postgresql://nowhere"])
+    assert exit_info.value.code == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
 # --- the worker runs the engines by itself --------------------------------------------------
 
 
