@@ -181,14 +181,16 @@ def _real_data(hook: HookInput) -> HookResult:
     return HookResult(records, address=address)
 
 
-def decode(hook: HookInput) -> HookResult:
-    """The hook: PRIOS and real-data frames here, every other frame by the generic parser."""
+def decode(hook: HookInput) -> HookResult | None:
+    """The hook: PRIOS and real-data frames here; every other frame (OMS records, compact
+    frames, encrypted ones) goes the generic way, which also learns and expands compact
+    formats."""
     kind = frame_kind(hook.frame)
     if kind in (PRIOS, SAP_PRIOS, PRIOS_SCR):
         return _prios(hook, kind)
     if kind == REAL_DATA:
         return _real_data(hook)
-    return HookResult(parse_records(hook.payload).records)
+    return None
 
 
 def _litres(value: int) -> bytes:

@@ -11,12 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from decoders.datatypes import encode_date_g
+from decoders.decode import Decoder
 from decoders.hooks import HOOKS, HookInput, HookResult
 from decoders.hooks import diehl_prios as dp
 from decoders.manufacturer import decode_id, decode_manufacturer, encode_id, encode_manufacturer
 from decoders.record_encoder import encode_records
 from decoders.telegram import Address
 from metergate.errors import DecodeError
+from metergate.profiles import load_profiles
 
 DME = encode_manufacturer("DME")
 SAP = encode_manufacturer("SAP")
@@ -147,7 +149,26 @@ def test_oms_frames_of_diehl_go_to_the_generic_parser() -> None:
     frame = bytes((len(frame) - 1,)) + frame[1:]
     assert dp.frame_kind(frame) == dp.OMS
     hook = HookInput(frame, 0x7A, records, _hook_input(frame).address, None)
-    assert _by_header(dp.decode(hook)) == {"0c13": Decimal("1.174")}
+    assert dp.decode(hook) is None
+    telegram = Decoder(load_profiles()).decode(frame, link_format="none")
+    assert [(r.spec.dif + r.spec.vif).hex() for r in telegram.records] == ["0c13"]
+    assert telegram.records[0].value == Decimal("1.174")
+
+
+def test_a_compact_frame_of_a_diehl_meter_expands_with_the_format_of_its_full_frame() -> None:
+    # A simulated Diehl meter (firmware_sim): the full frame teaches the format that the
+    # compact one (CI 7B) refers to; the hook must leave both to the generic path.
+    full = bytes.fromhex(
+        "3444a5117501490610067a04100000046d0328413204133c840d0004933c00000000023b220002fd17"
+        "0100426c5f31441364830d00"
+    )
+    compact = bytes.fromhex(
+        "2844a5117501490610067b0410000076b6c4d8032841323c840d0000000000220001005f3164830d00"
+    )
+    decoder = Decoder(load_profiles())
+    first = decoder.decode(full, link_format="none")
+    second = decoder.decode(compact, link_format="none")
+    assert [r.value for r in second.records] == [r.value for r in first.records]
 
 
 def test_other_manufacturers_and_c_fields_are_not_diehl() -> None:
