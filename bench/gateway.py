@@ -71,9 +71,6 @@ from metergate.keys import KeyRing
 from metergate.profiles import load_profiles
 
 START = datetime(2026, 2, 1, 6, tzinfo=UTC)
-# Fleet.generate sorts every identity drawn so far for each new meter (quadratic: 20 s for
-# 10,000), so a large fleet is made of seeded chunks of this size.
-CHUNK = 1_000
 REPEAT_DELAY = timedelta(milliseconds=4)  # a second receiver hands the same telegram over
 TRACED = 10_000  # telegrams spooled under tracemalloc
 TARGET_RATE = 5_000
@@ -112,19 +109,7 @@ def cpu_seconds() -> float:
 
 
 def fleet_of(meters: int, seed: int) -> WmbusFleet:
-    """`meters` simulated meters (a meter id drawn twice across chunks is left out)."""
-    chosen = []
-    ids: set[str] = set()
-    for first in range(0, meters, CHUNK):
-        chunk = Fleet.generate(min(CHUNK, meters - first), seed=seed * 10_000 + first // CHUNK)
-        for meter in chunk.meters:
-            own = {meter.identity.meter_id}
-            if meter.replacement is not None:
-                own.add(meter.replacement.identity.meter_id)
-            if own.isdisjoint(ids):
-                ids |= own
-                chosen.append(meter)
-    return WmbusFleet(Fleet(seed, tuple(chosen)))
+    return WmbusFleet(Fleet.generate(meters, seed=seed))
 
 
 def received(air: WmbusFleet, count: int, repeat_share: float, seed: int) -> Setup:

@@ -8,6 +8,7 @@ than real time (SimClock).
 
 from __future__ import annotations
 
+import bisect
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -97,15 +98,17 @@ class _FleetBuilder:
         self.epoch = epoch
         self.horizon_days = max(2, horizon_days)
         self.used: set[tuple[str, str]] = set()
+        # The same identities in sorted order, kept as they come: the seeded choice of a serial
+        # to reuse picks from it, and sorting the set for every meter made a fleet quadratic.
+        self.used_sorted: list[tuple[str, str]] = []
         self.batch: Identity | None = None
         self.batch_next = 0
 
     def _new_identity(self, media: dict[int, int]) -> Identity:
         rng = self.rng
         roll = rng.random()
-        existing = sorted(self.used)
-        if existing and roll < 0.08:
-            _, ident = rng.choice(existing)
+        if self.used_sorted and roll < 0.08:
+            _, ident = rng.choice(self.used_sorted)
             makers = [m for m in MANUFACTURERS if (m, ident) not in self.used]
             return Identity(rng.choice(makers), ident, rng.choice(_VERSIONS), self._medium(media))
         if self.batch is not None and roll < 0.55 and self.batch_next < 100:
@@ -125,19 +128,25 @@ class _FleetBuilder:
     def _medium(self, media: dict[int, int]) -> int:
         return self.rng.choices(list(media), weights=list(media.values()))[0]
 
+    def _take(self, identity: tuple[str, str]) -> bool:
+        """Record an identity; False when it was drawn before."""
+        if identity in self.used:
+            return False
+        self.used.add(identity)
+        bisect.insort(self.used_sorted, identity)
+        return True
+
     def identity(self, media: dict[int, int]) -> Identity:
         while True:
             identity = self._new_identity(media)
-            if (identity.manufacturer, identity.id) not in self.used:
-                self.used.add((identity.manufacturer, identity.id))
+            if self._take((identity.manufacturer, identity.id)):
                 return identity
 
     def successor(self, old: Identity) -> Identity:
         """The device fitted in place of `old`: same model, a fresh serial."""
         while True:
             ident = f"{self.rng.randrange(10**8):08d}"
-            if (old.manufacturer, ident) not in self.used:
-                self.used.add((old.manufacturer, ident))
+            if self._take((old.manufacturer, ident)):
                 return Identity(old.manufacturer, ident, old.version, old.device_type)
 
     def meter(self, media: dict[int, int], key_share: float, primary: int) -> Meter:
