@@ -40,6 +40,7 @@ from api.models import (
 )
 from api.params import aware, bad_input, meter_key
 from api.settings import Settings
+from ingest.engine_marks import MARK_METER
 from ingest.plausibility import Limits, Verdict, check_reading, q4_from_q3
 from ingest.series import MANUAL, REPLACEMENT, Reading, Replacement
 
@@ -263,6 +264,8 @@ async def submit_manual_reading(
             await conn.execute(_INSERT_SUBMISSION, params)
             if body.replacement and reference is not None:
                 await conn.execute(_INSERT_REPLACEMENT, params)
+            # The ingest's engines take the reading into the monthly readings.
+            await conn.execute(MARK_METER, {"meter": meter, "since": at})
     metrics.manual_readings.labels("confirmed" if problems else "stored").inc()
     out = ManualReadingOut(
         meter_id=meter,

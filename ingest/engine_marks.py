@@ -1,11 +1,12 @@
 """The engines' work list in the database: marked meters, and raw frames a stored key may open.
 
-Marks (migrations/0009_engine_marks.sql) are written by the batch that stores the new rows, in
-its transaction (ingest/store.py), and by nothing else; an engine run takes a chunk of them
-with a lease (`claim`), runs the engines, and then removes the marks it saw (`finish`): a mark
-that changed during the run (new rows came) stays for a later run, and one whose run died
-with its worker is taken again when the lease ends. Claims skip rows another run has locked,
-so the engine threads of several workers share the list without running a meter twice at once.
+Marks (migrations/0009_engine_marks.sql) are written with the new rows, in their transaction:
+by the ingest's batches (ingest/store.py) and by the API's manual readings. An engine run takes
+a chunk of them with a lease (`claim`), runs the engines, and then removes the marks it saw
+(`finish`): a mark that changed during the run (new rows came) stays for a later run, and one
+whose run died with its worker is taken again when the lease ends. Claims skip rows another
+run has locked, so the engine threads of several workers share the list without running a
+meter twice at once.
 
 A mark is taken only once it is `delay` old. A wM-Bus meter sends every half minute or so, and
 an engine run loads days of its readings (the flow rules look back several nights): running
@@ -27,6 +28,15 @@ from typing import Any
 import psycopg
 
 LEASE = timedelta(minutes=10)
+
+# How a new mark meets one already there: the earlier instant, and a new generation.
+ON_MARKED = """ON CONFLICT (meter_id) DO UPDATE
+    SET since = least(engine_marks.since, excluded.since), marked_at = clock_timestamp()"""
+# One meter's mark, for writers of single readings (the API's manual readings).
+MARK_METER = f"""
+INSERT INTO engine_marks (meter_id, since) VALUES (%(meter)s, %(since)s)
+{ON_MARKED}
+"""
 
 _CLAIM = """
 UPDATE engine_marks AS m SET claimed_until = now() + %(lease)s

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ingest.engine_marks import ON_MARKED
 from ingest.payload import RawMessage, ReadingMessage
 from metergate.errors import StorageError
 
@@ -91,8 +92,7 @@ WITH moved AS (
 ), marked AS (
     INSERT INTO engine_marks (meter_id, since)
     SELECT meter_id, since FROM changed ORDER BY meter_id COLLATE "C"
-    ON CONFLICT (meter_id) DO UPDATE
-    SET since = least(engine_marks.since, excluded.since), marked_at = clock_timestamp()
+    {ON_MARKED}
 )
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM reported)
 """

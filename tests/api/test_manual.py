@@ -73,6 +73,9 @@ def test_a_plausible_reading_is_stored(
         (METER,),
     ).fetchall()
     assert sub == [("customer", False, "readings:write", [])]
+    # Marked for the ingest's engines, which put it into October's monthly reading.
+    mark = db.execute("SELECT since FROM engine_marks WHERE meter_id = %s", (METER,)).fetchone()
+    assert mark == (utc(2026, 10, 26, 9),)
     # The same reading again is no change; another value at the same instant is a conflict.
     again = _post(client, token, **body)
     assert again.status_code == 200 and not again.json()["stored"]
