@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -81,6 +82,23 @@ def test_a_batch_mixing_redelivered_and_new_messages_stores_the_new_ones(
     assert store.write([parsed(m) for m in third[:5]]).readings == 10
     assert store.write([parsed(m) for m in third[5:]]).readings == 10
     assert stored_rows(db) == rows_of(first + second + third)
+
+
+def test_a_register_repeated_in_every_telegram_is_stored_once_without_a_second_try(
+    db: str, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Last month's index comes with every telegram of the month: the table has it from the
+    second telegram on, which must not cost the batch a rollback and a second write."""
+    topic, first = reading(1, meter_id="KAM-00000001", count=2)
+    _, later = reading(2, meter_id="KAM-00000001", count=2)
+    later["readings"][1] = first["readings"][1]
+    store.write([parsed((topic, first))])
+    with caplog.at_level(logging.INFO, logger="ingest.store"):
+        counts = store.write([parsed((topic, later))])
+        counts += store.write([parsed(reading(3, meter_id="KAM-00000001", count=1))])
+    assert (counts.readings, counts.duplicate_readings) == (2, 1)
+    assert "written again" not in caplog.text
+    assert count(db, "SELECT count(*) FROM readings WHERE storage = 1") == 1
 
 
 def test_the_same_message_twice_in_one_batch_is_stored_once(db: str, store: Store) -> None:
