@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.driveby.gps import GpsReader, GpsStatus
-from gateway.driveby.progress import DrivebyEvent, DrivebyProgress, DrivebySnapshot
+from gateway.driveby.progress import DrivebyEvent, DrivebyProgress, DrivebySnapshot, MeterProgress
 from gateway.driveby.route import RouteEntry
 
 DEFAULT_ZONE = ZoneInfo("Europe/Riga")
@@ -193,7 +193,7 @@ class DrivebyView:
                 where = meter.entry.address if meter.entry else ""
                 table.add_row(meter.meter_id, where, Text(meter.status, style="red"))
             _more(table, more)
-            title = _line((f"Not decoded: {len(failed)}", "bold red"), " (check the keys)")
+            title = _line((f"Not decoded: {len(failed)}", "bold red"), _failed_hint(failed))
             return Group(title, table)
 
         return _Section(1, len(failed), 3, build)
@@ -318,3 +318,13 @@ def live(
         redirect_stdout=False,
         redirect_stderr=False,
     )
+
+
+# The errors a key fixes; others (a compact frame before any full one, a format the decoder
+# does not know) are not the keys' fault, and the "why" column says what they are.
+_KEY_ERRORS = frozenset({"MissingKeyError", "DecryptionError"})
+
+
+def _failed_hint(failed: tuple[MeterProgress, ...]) -> str:
+    kinds = {kind for meter in failed for kind, _ in meter.errors}
+    return " (check the keys)" if kinds and kinds <= _KEY_ERRORS else " (see why)"

@@ -70,6 +70,17 @@ def drive(route: Route = ROUTE) -> DrivebyProgress:
     return progress
 
 
+def test_frames_no_key_would_open_do_not_send_the_engineer_after_keys() -> None:
+    progress = drive()
+    # A compact frame before any full one of its format: the keys are not the cause.
+    progress.record(
+        DrivebyEvent("KAM-00000004", T0 + timedelta(seconds=70), False, "UnsupportedError")
+    )
+    text = "\n".join(screen(progress.snapshot(), gps()))
+    assert "Not decoded: 2 (see why)" in text
+    assert "UnsupportedError x1" in text
+
+
 def test_what_an_engineer_must_see_on_80_by_24() -> None:
     lines = screen(drive().snapshot(), gps())
     text = "\n".join(lines)
