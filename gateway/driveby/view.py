@@ -327,4 +327,6 @@ _KEY_ERRORS = frozenset({"MissingKeyError", "DecryptionError"})
 
 def _failed_hint(failed: tuple[MeterProgress, ...]) -> str:
     kinds = {kind for meter in failed for kind, _ in meter.errors}
-    return " (check the keys)" if kinds and kinds <= _KEY_ERRORS else " (see why)"
+    if not kinds & _KEY_ERRORS:
+        return " (see why)"
+    return " (check the keys)" if kinds <= _KEY_ERRORS else " (some keys: see why)"

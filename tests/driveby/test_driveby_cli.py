@@ -147,7 +147,8 @@ def test_a_drive_by_in_a_terminal(tmux: Tmux, gateway_id: str, tmp_path: Path) -
             assert re.search(r"Collected \d+/\d+ +\d+%", screen)
             assert re.search(r"GPS 5[67]\.\d+, 24\.\d+", screen)
             assert re.search(r"Brīvības iela +\d+/\d+", screen)
-            assert re.search(r"Not decoded: \d+ \(check the keys\)", screen)
+            # Damaged frames (--faults) may leave a meter undecoded besides the missing key.
+            assert re.search(r"Not decoded: \d+ \((check the keys|some keys: see why)\)", screen)
             assert re.search(rf"{forgotten} .*MissingKeyError", screen)
             assert re.search(r"Missing: \d+", screen)
             assert "Miera iela (1): 99" in screen

@@ -77,8 +77,11 @@ def test_frames_no_key_would_open_do_not_send_the_engineer_after_keys() -> None:
         DrivebyEvent("KAM-00000004", T0 + timedelta(seconds=70), False, "UnsupportedError")
     )
     text = "\n".join(screen(progress.snapshot(), gps()))
-    assert "Not decoded: 2 (see why)" in text
+    assert "Not decoded: 2 (some keys: see why)" in text
     assert "UnsupportedError x1" in text
+    alone = DrivebyProgress(ROUTE, clock=lambda: T0 + timedelta(minutes=2))
+    alone.record(DrivebyEvent("KAM-00000004", T0 + timedelta(seconds=70), False, "FrameError"))
+    assert "Not decoded: 1 (see why)" in "\n".join(screen(alone.snapshot(), gps()))
 
 
 def test_what_an_engineer_must_see_on_80_by_24() -> None:
