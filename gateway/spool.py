@@ -167,9 +167,13 @@ class Spool:
         self, kind: Kind, meter_id: str | None, message: dict[str, Any], reason: str
     ) -> int:
         """Keep a message that `append_many` refused in the quarantine, as well as it can be
-        written (values JSON cannot hold as their text), under the next `seq`, which it returns.
+        written (values JSON cannot hold as their text; Python's repr of what JSON cannot hold
+        at all), under the next `seq`, which it returns.
         It is never published; the quarantine keeps it for a person to look at."""
-        payload = json.dumps(message, ensure_ascii=False, default=str).encode("utf-8")
+        try:
+            payload = json.dumps(message, ensure_ascii=False, default=str).encode("utf-8")
+        except (TypeError, ValueError):  # keys JSON cannot have, a structure that holds itself
+            payload = repr(message).encode("utf-8", "backslashreplace")
         # The topic it would have had, unchecked: it may be why the message was refused.
         topic = f"{TOPIC_ROOT}/{self.gateway_id}/{meter_id or 'unknown'}/{kind}"
         now = self._clock()

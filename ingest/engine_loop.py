@@ -30,6 +30,7 @@ from ingest import engine_marks as marks
 from ingest.boundaries import DEFAULT_ZONE
 from ingest.engine_run import EngineReport, run_engines, sweep
 from ingest.recover import recover_frames
+from ingest.store import DatabaseUnavailable
 from metergate.errors import StorageError
 from metergate.profiles import load_profiles
 
@@ -104,23 +105,38 @@ class EngineLoop:
     def _open_frames(self, conn: psycopg.Connection[Any]) -> EngineReport:
         while not self._stop.is_set():
             untried = marks.untried_frames(conn, CHUNK)
-            for meter_id, key in marks.keys_of(conn, list(untried)).items():
-                if self._decoder is None:
-                    self._decoder = Decoder(load_profiles())
-                recovery = recover_frames(
-                    self._url, meter_id, key, zone=self._zone, decoder=self._decoder,
-                    untried_only=True,
-                )  # fmt: skip
-                if recovery.decoded:
-                    log.info(
-                        "decoded %d of %d raw frames of %s with its stored key",
-                        recovery.decoded, recovery.stored, meter_id,
-                    )  # fmt: skip
-                self.frames_decoded += recovery.decoded
-            marks.mark_tried(conn, untried)
+            keys = marks.keys_of(conn, list(untried))
+            opened = {meter_id for meter_id, key in keys.items() if self._open_meter(meter_id, key)}
+            marks.mark_tried(conn, {m: last for m, last in untried.items() if m not in opened})
             if len(untried) < CHUNK:
                 break
         return EngineReport()
+
+    def _open_meter(self, meter_id: str, key: bytes) -> bool:
+        """Decode a meter's untried frames (recover_frames marks those that still fail); False
+        when that failed, and the caller marks them tried."""
+        if self._decoder is None:
+            self._decoder = Decoder(load_profiles())
+        try:
+            recovery = recover_frames(
+                self._url, meter_id, key, zone=self._zone, decoder=self._decoder,
+                untried_only=True,
+            )  # fmt: skip
+        except DatabaseUnavailable:
+            raise  # the whole pass waits for the database
+        except StorageError as exc:
+            # The database refused what the frames decode to (it should not): the frames stay
+            # raw, the other meters go on, and `keys add` tries them again.
+            self.failures += 1
+            log.error("decoding the raw frames of %s failed: %s", meter_id, exc)
+            return False
+        if recovery.decoded:
+            log.info(
+                "decoded %d of %d raw frames of %s with its stored key",
+                recovery.decoded, recovery.stored, meter_id,
+            )  # fmt: skip
+        self.frames_decoded += recovery.decoded
+        return True
 
     def _run_marked(self, conn: psycopg.Connection[Any]) -> EngineReport:
         report = EngineReport()
@@ -132,11 +148,11 @@ class EngineLoop:
                 report += run_engines(
                     conn, now=self._clock(), zone=self._zone, changed_since=taken.since
                 )
+                marks.finish(conn, taken)
             except Exception:
                 with contextlib.suppress(psycopg.Error):  # else the lease runs out
                     marks.release(conn, list(taken.since))
                 raise
-            marks.finish(conn, taken)
         return report
 
     def _guarded(self, what: str, work: Callable[[psycopg.Connection[Any]], EngineReport]) -> bool:

@@ -4,9 +4,11 @@ Marks (migrations/0009_engine_marks.sql) are written with the new rows, in their
 by the ingest's batches (ingest/store.py) and by the API's manual readings. An engine run takes
 a chunk of them with a lease (`claim`), runs the engines, and then removes the marks it saw
 (`finish`): a mark that changed during the run (new rows came) stays for a later run, and one
-whose run died with its worker is taken again when the lease ends. Claims skip rows another
-run has locked, so the engine threads of several workers share the list without running a
-meter twice at once.
+whose run died with its worker is taken again when the lease ends. The lease keeps the engine
+threads of several workers apart: a claimed mark is not claimed again while its run lasts
+(and run_engines locks each meter besides). Claims skip rows a writer has locked rather than
+wait; `finish` and `release` lock the marks in meter order first, the order in which the
+writers' upserts take them, so the two never wait on each other in a cycle.
 
 A mark is taken only once it is `delay` old. A wM-Bus meter sends every half minute or so, and
 an engine run loads days of its readings (the flow rules look back several nights): running
@@ -15,8 +17,9 @@ telegrams of the delay into one run, at the price of alerts coming up to `delay`
 
 Raw frames: a frame that reached the ingest raw (the gateway had no key, or did not know the
 compact format yet) but whose meter has a key in `meter_keys` is decoded by the engine thread
-with ingest/recover.py, as `metergate keys add` would; frames are tried once (`tried_at`), so
-that a frame that still fails is not decoded again every few seconds.
+with ingest/recover.py, as `metergate keys add` would; frames are tried once (`tried_at`, set
+by recover_frames on the frames it read and that still fail, and here on the frames of meters
+without a key), so that a frame that still fails is not decoded again every few seconds.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ USING unnest(%s::text[], %s::timestamptz[]) AS seen (meter_id, marked_at)
 WHERE m.meter_id = seen.meter_id AND m.marked_at = seen.marked_at
 """
 
+_LOCK_IN_ORDER = """
+SELECT 1 FROM engine_marks WHERE meter_id = ANY(%s) ORDER BY meter_id COLLATE "C" FOR UPDATE
+"""
 _RELEASE = "UPDATE engine_marks SET claimed_until = NULL WHERE meter_id = ANY(%s)"
 # What came during the run waits its own delay.
 _RENEW = """
@@ -102,13 +108,16 @@ def finish(conn: psycopg.Connection[Any], taken: Claim) -> None:
     """Remove the marks the run saw; release those that changed meanwhile."""
     ids = list(taken.marked_at)
     with conn.transaction():
+        conn.execute(_LOCK_IN_ORDER, (ids,))
         conn.execute(_REMOVE_SEEN, (ids, [taken.marked_at[m] for m in ids]))
         conn.execute(_RENEW, (ids,))
 
 
 def release(conn: psycopg.Connection[Any], meter_ids: list[str]) -> None:
     """Give marks back untouched (the run failed) for the next run."""
-    conn.execute(_RELEASE, (meter_ids,))
+    with conn.transaction():
+        conn.execute(_LOCK_IN_ORDER, (meter_ids,))
+        conn.execute(_RELEASE, (meter_ids,))
 
 
 def untried_frames(conn: psycopg.Connection[Any], limit: int) -> dict[str, int]:
@@ -122,6 +131,8 @@ def keys_of(conn: psycopg.Connection[Any], meter_ids: list[str]) -> dict[str, by
 
 
 def mark_tried(conn: psycopg.Connection[Any], last_ids: dict[str, int]) -> None:
-    """Frames up to `last_ids[meter]` that are still raw were tried and stay so."""
+    """The raw frames up to `last_ids[meter]` of meters without a key: nothing can open them
+    until `keys add`, which tries every frame anyway (so a frame committed late under a lower
+    id loses nothing by being marked)."""
     ids = list(last_ids)
     conn.execute(_MARK_TRIED, (ids, [last_ids[m] for m in ids]))

@@ -27,7 +27,7 @@ from ingest import engine_sql as db
 from ingest.engine_run import EngineReport, run_engines
 from metergate.errors import StorageError
 
-CHUNK = 200
+TASK_MAX = 200  # meters a process takes at a time
 
 
 def run_engines_parallel(
@@ -44,7 +44,7 @@ def run_engines_parallel(
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         ids = db.registered_meters(conn)
     # Several chunks a process, however few meters: the last ones then finish together.
-    size = max(1, min(CHUNK, len(ids) // (jobs * 4)))
+    size = max(1, min(TASK_MAX, len(ids) // (jobs * 4)))
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     if jobs == 1 or len(chunks) <= 1:
         return sum(map(partial(_run_chunk, conninfo, now, zone, periods), chunks), EngineReport())

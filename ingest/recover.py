@@ -51,6 +51,7 @@ ORDER BY received_at, id
 _UNTRIED = "AND tried_at IS NULL"
 
 _MARK_DECODED = "UPDATE raw_frames SET decoded_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
+_MARK_TRIED = "UPDATE raw_frames SET tried_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,8 @@ def recover_frames(
     untried_only: bool = False,
 ) -> Recovery:
     """Decode the meter's waiting raw frames with `key`, store their readings and mark them;
-    with `untried_only`, those the engine thread has not tried yet (ingest/engine_marks.py).
+    with `untried_only`, those the engine thread has not tried yet (ingest/engine_marks.py),
+    and those that still fail are marked tried.
 
     Running it again is harmless: marked frames are not read again, and the writes are
     idempotent, so a run cut short leaves nothing that the next one does not finish.
@@ -171,6 +173,8 @@ def recover_frames(
                         written = store.write(messages[start : start + BATCH_MAX])
                         readings += written.readings
                         conn.execute(_MARK_DECODED, ([d.frame_id for d in batch],))
+            if untried_only and failures:
+                conn.execute(_MARK_TRIED, ([f.frame_id for f in failures],))
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from None
     except psycopg.Error as exc:

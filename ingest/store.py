@@ -342,11 +342,10 @@ def _write(
             if readings or statuses:
                 moved = cur.fetchone()
                 assert moved is not None
-                now, registers, counts["status_reports"] = moved
-                counts["readings"] = now + registers
-                redelivered = now < sum(row[2] == 0 for row in readings) or counts[
-                    "status_reports"
-                ] < len(statuses)
+                now, registers, reports = moved
+                counts["readings"], counts["status_reports"] = now + registers, reports
+                values_of_the_moment = sum(row[2] == 0 for row in readings)  # storage 0
+                redelivered = now < values_of_the_moment or reports < len(statuses)
         if readings:
             counts["duplicate_readings"] = len(readings) - counts["readings"]
         if raw_frames:

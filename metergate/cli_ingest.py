@@ -151,7 +151,8 @@ def register(subparsers: Subparsers) -> None:
         "--engine-interval",
         type=_seconds,
         default=5.0,
-        help="seconds between engine runs for the meters just stored (default: 5; 0: none)",
+        help="seconds between engine runs for the meters just stored, which also decode raw"
+        " frames whose key the database holds (default: 5; 0: neither in this worker)",
     )
     run.add_argument(
         "--engine-delay",

@@ -15,8 +15,8 @@ CREATE TABLE engine_marks (
     claimed_until timestamptz
 );
 
--- Raw frames the ingest has tried to decode with the keys in meter_keys (ingest/engine_marks.py
--- frames_with_keys): a frame that arrives raw for a meter whose key the database holds is
+-- Raw frames the ingest has tried to decode with the keys in meter_keys (ingest/engine_marks.py,
+-- ingest/engine_loop.py): a frame that arrives raw for a meter whose key the database holds is
 -- decoded by the worker's engine thread; one that still fails is not tried again until
 -- `metergate keys add` gives its meter a key.
 ALTER TABLE raw_frames ADD COLUMN tried_at timestamptz;

@@ -119,3 +119,14 @@ def test_a_failing_disk_is_retried_until_the_gateway_stops(tmp_path: Path) -> No
         stop.set()
         spool_thread.join(10)
         assert spool.depth() == 1  # written once the disk came back
+
+
+def test_set_aside_keeps_even_what_json_cannot_hold(tmp_path: Path) -> None:
+    looped: dict[str, object] = {"schema": "reading/1"}
+    looped["self"] = looped
+    with Spool(tmp_path / "spool.sqlite", GW) as spool:
+        seq = spool.set_aside("reading", "M-1", looped, "a bug made this")
+        assert spool.quarantined() == 1
+    with sqlite3.connect(tmp_path / "spool.sqlite") as db:
+        ((kept_seq, payload),) = db.execute("SELECT seq, payload FROM quarantine").fetchall()
+    assert kept_seq == seq and b"reading/1" in payload

@@ -4,6 +4,8 @@ fill`, and the worker running the engines by itself for what arrives over MQTT."
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +17,7 @@ import pytest
 
 from ingest.boundaries import local_midnight
 from ingest.engine_loop import EngineLoop
-from ingest.engine_marks import claim, finish
+from ingest.engine_marks import ON_MARKED, claim, finish
 from ingest.engine_run import EngineReport, run_engines, sweep
 from ingest.monthly_values import MonthlyResult, consumption
 from ingest.payload import parse_message
@@ -710,6 +712,41 @@ def test_marks_are_leased_and_a_mark_renewed_during_a_run_stays(conn: Conn, db: 
     # The worker holding it dies: once the lease is over, another run takes the mark.
     conn.execute("UPDATE engine_marks SET claimed_until = now() - interval '1 second'")
     assert set(claim(conn, 10, NO_DELAY).since) == {"KAM-00000001"}
+
+
+def test_finishing_a_run_and_a_batch_writer_do_not_deadlock(conn: Conn, db: str) -> None:
+    """The run took its marks in `since` order (C before B); a batch upserts them in meter
+    order (B, then C). Finishing the run must wait for the batch, not form a cycle with it."""
+    upsert = (
+        "INSERT INTO engine_marks (meter_id, since) SELECT m, %s::timestamptz"
+        f' FROM unnest(%s::text[]) AS m ORDER BY m COLLATE "C" {ON_MARKED}'
+    )
+    conn.execute(upsert, (BASE, ["KAM-C"]))
+    conn.execute(upsert, (BASE + DAY, ["KAM-B"]))
+    taken = claim(conn, 10, NO_DELAY)
+    assert list(taken.since) == ["KAM-C", "KAM-B"]
+    outcome: dict[str, str] = {}
+
+    def finish_run() -> None:
+        with psycopg.connect(db, autocommit=True) as other:
+            try:
+                finish(other, taken)
+                outcome["run"] = "finished"
+            except psycopg.Error as exc:
+                outcome["run"] = repr(exc)
+
+    with psycopg.connect(db) as writer:
+        writer.execute(upsert, (BASE, ["KAM-B"]))  # the batch holds B
+        finisher = threading.Thread(target=finish_run)
+        finisher.start()
+        time.sleep(0.3)  # the run now waits for B (or, before the fix, holds C)
+        writer.execute(upsert, (BASE, ["KAM-C"]))
+        writer.commit()
+    finisher.join(30)
+    assert outcome == {"run": "finished"}
+    # Both marks changed under the run: they stay, free for the next one.
+    assert set(marked(conn)) == {"KAM-B", "KAM-C"}
+    assert set(claim(conn, 10, NO_DELAY).since) == {"KAM-B", "KAM-C"}
 
 
 def test_the_engine_loop_runs_what_was_marked_and_removes_the_marks(conn: Conn, db: str) -> None:

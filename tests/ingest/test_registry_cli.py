@@ -233,8 +233,13 @@ def test_raw_frames_of_a_meter_whose_key_is_stored_are_decoded_by_the_engine_thr
     assert count(db, "SELECT count(*) FROM engine_marks") == 0  # run by the same pass
     assert count(db, "SELECT count(*) FROM meter_status") == len(stored.frames) - 2
 
+    tried = "SELECT id, tried_at FROM raw_frames WHERE tried_at IS NOT NULL ORDER BY id"
+    with psycopg.connect(db) as conn:
+        before = conn.execute(tried).fetchall()
     assert engines.run_pending()  # nothing new: the failures are not tried again
     assert engines.frames_decoded == len(stored.frames) - 2
+    with psycopg.connect(db) as conn:
+        assert conn.execute(tried).fetchall() == before
     # A new frame of the meter arrives raw (the gateway still has no key).
     later = wmbus_meter(METER).transmission(START + timedelta(minutes=11))
     with Store(db) as store:
