@@ -1,7 +1,7 @@
 """The engines inside the ingest worker: every few seconds, on a thread of their own, the
 meters marked in the database (ingest/engine_marks.py) for at least the engines' delay are
-run, and raw frames that a stored key can open are decoded; a sweep runs what the clock alone
-changes.
+run, and raw frames that a stored key can open are decoded; a sweep (by one worker at a time)
+runs what the clock alone changes.
 
 The marks are written by the batches themselves, in their transactions, so the engines never
 hold up an acknowledgement and nothing is forgotten when a worker dies: its marks wait in the
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 200  # meters per run_engines call: a stop request waits for one chunk at most
 DEFAULT_DELAY_S = 300.0  # see ingest/engine_marks.py
+# A one-key advisory lock: that key space is apart from run_engines' two-key meter locks.
+SWEEP_LOCK = int.from_bytes(b"mgsweep", "big")
 
 
 class EngineLoop:
@@ -91,16 +93,28 @@ class EngineLoop:
         opened = self._guarded("decoding raw frames with stored keys", self._open_frames)
         return self._guarded("the engines for the marked meters", self._run_marked) and opened
 
+    def run_sweep(self) -> bool:
+        """The sweep, unless another worker is sweeping; False when it failed."""
+        return self._guarded("the engines' sweep", self._sweep)
+
     def _loop(self) -> None:
         next_sweep = time.monotonic() + self._interval_s
         while not self._stop.wait(self._interval_s):
             self.run_pending()
             if time.monotonic() >= next_sweep and not self._stop.is_set():
-                self._guarded("the engines' sweep", self._sweep)
+                self.run_sweep()
                 next_sweep = time.monotonic() + self._sweep_s
 
     def _sweep(self, conn: psycopg.Connection[Any]) -> EngineReport:
-        return sweep(conn, now=self._clock(), zone=self._zone)
+        # Every worker would do the same work: one sweeps, the others skip their turn. The
+        # lock is the session's, so a worker that dies mid-sweep lets it go with its connection.
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (SWEEP_LOCK,)).fetchone()
+        if row is None or not row[0]:
+            return EngineReport()
+        try:
+            return sweep(conn, now=self._clock(), zone=self._zone)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK,))
 
     def _open_frames(self, conn: psycopg.Connection[Any]) -> EngineReport:
         while not self._stop.is_set():

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from ingest.boundaries import local_midnight
-from ingest.engine_loop import EngineLoop
+from ingest.engine_loop import SWEEP_LOCK, EngineLoop
 from ingest.engine_marks import ON_MARKED, claim, finish
 from ingest.engine_run import EngineReport, run_engines, sweep
 from ingest.monthly_values import MonthlyResult, consumption
@@ -645,6 +645,19 @@ def test_the_sweep_estimates_a_silent_meter_and_raises_verification_alerts(conn:
     assert [a[0] for a in alerts(conn, "M-DUE")] == ["verification_due"]
     again = sweep(conn, now=NOW, zone=RIGA)
     assert again.monthly_new == again.alerts_opened == again.due_dates == 0
+
+
+def test_one_worker_sweeps_at_a_time(conn: Conn, db: str) -> None:
+    build_estimated(conn)  # October's estimate is due from the sweep alone
+    engines = EngineLoop(db, zone=RIGA, clock=lambda: NOW)
+    with psycopg.connect(db, autocommit=True) as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s)", (SWEEP_LOCK,))
+        assert engines.run_sweep()
+        assert monthly(conn, "M-EST") is None  # the other worker's sweep does it
+    assert engines.run_sweep()
+    row = monthly(conn, "M-EST")
+    assert row is not None and row["method"] == "estimated"
+    assert engines.totals.monthly_new == 1
 
 
 def test_the_engine_loop_counts_a_failure_and_goes_on() -> None:
