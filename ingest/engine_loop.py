@@ -29,8 +29,8 @@ from decoders.decode import Decoder
 from ingest import engine_marks as marks
 from ingest.boundaries import DEFAULT_ZONE
 from ingest.engine_run import EngineReport, run_engines, sweep
-from ingest.recover import recover_frames
-from ingest.store import DatabaseUnavailable
+from ingest.recover import recover_with
+from ingest.store import DatabaseUnavailable, Store
 from metergate.errors import StorageError
 from metergate.profiles import load_profiles
 
@@ -69,6 +69,7 @@ class EngineLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self._store: Store | None = None  # writes the readings of raw frames it decodes
         self.runs = 0
         self.failures = 0
         self.frames_decoded = 0
@@ -86,6 +87,9 @@ class EngineLoop:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def run_pending(self) -> bool:
         """Decode the raw frames stored keys open, then run the marked meters; False when a
@@ -120,20 +124,22 @@ class EngineLoop:
         while not self._stop.is_set():
             untried = marks.untried_frames(conn, CHUNK)
             keys = marks.keys_of(conn, list(untried))
-            opened = {meter_id for meter_id, key in keys.items() if self._open_meter(meter_id, key)}
+            opened = {m for m, key in keys.items() if self._open_meter(conn, m, key)}
             marks.mark_tried(conn, {m: last for m, last in untried.items() if m not in opened})
             if len(untried) < CHUNK:
                 break
         return EngineReport()
 
-    def _open_meter(self, meter_id: str, key: bytes) -> bool:
-        """Decode a meter's untried frames (recover_frames marks those that still fail); False
+    def _open_meter(self, conn: psycopg.Connection[Any], meter_id: str, key: bytes) -> bool:
+        """Decode a meter's untried frames (recover_with marks those that still fail); False
         when that failed, and the caller marks them tried."""
         if self._decoder is None:
             self._decoder = Decoder(load_profiles())
+        if self._store is None:
+            self._store = Store(self._url, max_connections=1, application_name="metergate-engines")
         try:
-            recovery = recover_frames(
-                self._url, meter_id, key, zone=self._zone, decoder=self._decoder,
+            recovery = recover_with(
+                conn, self._store, meter_id, key, zone=self._zone, decoder=self._decoder,
                 untried_only=True,
             )  # fmt: skip
         except DatabaseUnavailable:

@@ -18,7 +18,7 @@ telegrams of the delay into one run, at the price of alerts coming up to `delay`
 Raw frames: a frame that reached the ingest raw (the gateway had no key, or did not know the
 compact format yet) but whose meter has a key in `meter_keys` is decoded by the engine thread
 with ingest/recover.py, as `metergate keys add` would; frames are tried once (`tried_at`, set
-by recover_frames on the frames it read and that still fail, and here on the frames of meters
+by recover_with on the frames it read and that still fail, and here on the frames of meters
 without a key), so that a frame that still fails is not decoded again every few seconds.
 """
 

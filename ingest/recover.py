@@ -145,36 +145,54 @@ def recover_frames(
     *,
     zone: tzinfo = DEFAULT_ZONE,
     decoder: Decoder | None = None,
-    untried_only: bool = False,
 ) -> Recovery:
-    """Decode the meter's waiting raw frames with `key`, store their readings and mark them;
-    with `untried_only`, those the engine thread has not tried yet (ingest/engine_marks.py),
-    and those that still fail are marked tried.
+    """Decode the meter's waiting raw frames with `key`, store their readings and mark them
+    (`recover_with` on connections of its own).
 
     Running it again is harmless: marked frames are not read again, and the writes are
     idempotent, so a run cut short leaves nothing that the next one does not finish.
     """
+    meter = check_key(meter_id, key)
+    try:
+        with (
+            psycopg.connect(conninfo, autocommit=True) as conn,
+            Store(conninfo, max_connections=1, application_name="metergate-keys") as store,
+        ):
+            return recover_with(conn, store, meter, key, zone=zone, decoder=decoder)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from None
+
+
+def recover_with(
+    conn: psycopg.Connection[Any],
+    store: Store,
+    meter_id: str,
+    key: bytes,
+    *,
+    zone: tzinfo = DEFAULT_ZONE,
+    decoder: Decoder | None = None,
+    untried_only: bool = False,
+) -> Recovery:
+    """`recover_frames` on the caller's connection (in autocommit) and store, as the engine
+    thread decodes meter after meter; with `untried_only`, the frames it has not tried yet
+    (ingest/engine_marks.py), and those that still fail are marked tried."""
     meter = check_key(meter_id, key)
     if decoder is None:
         from metergate.profiles import load_profiles
 
         decoder = Decoder(load_profiles())
     try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            waiting = _WAITING_FRAMES.format(_UNTRIED if untried_only else "")
-            rows = conn.execute(waiting.encode(), (meter,)).fetchall()
-            decoded, failures = _decode_all(decoder, meter, key, rows, zone)
-            readings = 0
-            if decoded:
-                with Store(conninfo, max_connections=1, application_name="metergate-keys") as store:
-                    messages = _first_received(decoded)
-                    for start in range(0, len(decoded), BATCH_MAX):
-                        batch = decoded[start : start + BATCH_MAX]
-                        written = store.write(messages[start : start + BATCH_MAX])
-                        readings += written.readings
-                        conn.execute(_MARK_DECODED, ([d.frame_id for d in batch],))
-            if untried_only and failures:
-                conn.execute(_MARK_TRIED, ([f.frame_id for f in failures],))
+        waiting = _WAITING_FRAMES.format(_UNTRIED if untried_only else "")
+        rows = conn.execute(waiting.encode(), (meter,)).fetchall()
+        decoded, failures = _decode_all(decoder, meter, key, rows, zone)
+        readings = 0
+        messages = _first_received(decoded)
+        for start in range(0, len(decoded), BATCH_MAX):
+            batch = decoded[start : start + BATCH_MAX]
+            readings += store.write(messages[start : start + BATCH_MAX]).readings
+            conn.execute(_MARK_DECODED, ([d.frame_id for d in batch],))
+        if untried_only and failures:
+            conn.execute(_MARK_TRIED, ([f.frame_id for f in failures],))
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from None
     except psycopg.Error as exc:

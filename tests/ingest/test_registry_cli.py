@@ -225,6 +225,15 @@ def test_raw_frames_of_a_meter_whose_key_is_stored_are_decoded_by_the_engine_thr
     with psycopg.connect(db, autocommit=True) as conn:
         store_key(conn, METER, air().keys()[METER])
     engines = EngineLoop(db, delay_s=0)
+    try:
+        check_the_engine_thread_decodes(db, stored, tmp_path, engines)
+    finally:
+        engines.stop()
+
+
+def check_the_engine_thread_decodes(
+    db: str, stored: Stored, tmp_path: Path, engines: EngineLoop
+) -> None:
     assert engines.run_pending()
     assert readings(db) == stored.expected
     assert engines.frames_decoded == len(stored.frames) - 2
