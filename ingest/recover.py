@@ -49,6 +49,7 @@ FROM raw_frames WHERE meter_id = %s AND decoded_at IS NULL {}
 ORDER BY received_at, id
 """
 _UNTRIED = "AND tried_at IS NULL"
+_TRIED = "AND tried_at IS NOT NULL"
 
 _MARK_DECODED = "UPDATE raw_frames SET decoded_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
 _MARK_TRIED = "UPDATE raw_frames SET tried_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
@@ -182,9 +183,16 @@ def recover_with(
 
         decoder = Decoder(load_profiles())
     try:
+        learned = len(decoder.compact_formats)
         waiting = _WAITING_FRAMES.format(_UNTRIED if untried_only else "")
         rows = conn.execute(waiting.encode(), (meter,)).fetchall()
         decoded, failures = _decode_all(decoder, meter, key, rows, zone)
+        if untried_only and len(decoder.compact_formats) > learned:
+            # A format learned just now may open compact frames tried before it came.
+            tried = conn.execute(_WAITING_FRAMES.format(_TRIED).encode(), (meter,)).fetchall()
+            decoded += _decode_all(decoder, meter, key, tried, zone)[0]
+            decoded.sort(key=lambda d: (d.message.received_at, d.frame_id))
+            rows += tried
         readings = 0
         messages = _first_received(decoded)
         for start in range(0, len(decoded), BATCH_MAX):

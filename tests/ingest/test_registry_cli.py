@@ -257,6 +257,37 @@ def check_the_engine_thread_decodes(
     assert engines.frames_decoded == len(stored.frames) - 1
 
 
+def test_compact_frames_tried_before_their_format_was_known_are_opened_by_a_later_full_one(
+    db: str, tmp_path: Path
+) -> None:
+    """METER's first frames are compact; the engine thread tries them before any full frame
+    of the model reached it, and they fail. The full frame that comes later teaches the format,
+    and the thread then opens the compact frames it had given up on."""
+    meter = wmbus_meter(METER)
+    heard = meter.meter.transmissions(START, START + timedelta(minutes=10))
+    transmissions = [meter.transmission(t) for t in heard]
+    first_full = next(n for n, tx in enumerate(transmissions) if not tx.compact)
+    early, full = transmissions[:first_full], transmissions[first_full]
+    assert early and all(tx.compact for tx in early)
+    with psycopg.connect(db, autocommit=True) as conn:
+        store_key(conn, METER, air().keys()[METER])
+    engines = EngineLoop(db, delay_s=0)
+    try:
+        with Store(db) as store:
+            decoder = Decoder(load_profiles())
+            store.write(gateway_messages([_frame(tx) for tx in early], tmp_path, {}, decoder))
+            assert engines.run_pending()
+            assert engines.frames_decoded == 0  # compact, and no format known yet: tried
+            untried = "SELECT count(*) FROM raw_frames WHERE tried_at IS NULL"
+            assert count(db, untried) == 0
+            store.write(gateway_messages([_frame(full)], tmp_path, {}, decoder))
+            assert engines.run_pending()
+    finally:
+        engines.stop()
+    assert engines.frames_decoded == len(early) + 1
+    assert count(db, "SELECT count(*) FROM raw_frames WHERE decoded_at IS NULL") == 0
+
+
 def test_keys_list_and_remove_never_show_a_key(db: str) -> None:
     key = key_of(OTHER)
     added = run("keys", "add", OTHER, "-", "--database-url", db, stdin=key + "\n")
