@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from ingest.engine_marks import ON_MARKED
 from ingest.verification import VerificationRule, find_rule, next_due
 from metergate.keys import canonical_meter_id
 
@@ -298,6 +299,20 @@ RETURNING (xmax = 0) AS inserted
 )
 
 
+# The imported meters, marked for the ingest's engines (ingest/engine_marks.py) from their
+# installation, removal or first reading on, whichever is earliest: a meter newly registered
+# has its history computed, one whose dates or verification changed is computed again.
+_MARK_IMPORTED = f"""
+INSERT INTO engine_marks (meter_id, since)
+SELECT m.meter_id, least(
+    m.installed_on::timestamptz, m.removed_on::timestamptz,
+    (SELECT min(r.measured_at) FROM readings AS r WHERE r.meter_id = m.meter_id), now())
+FROM meters AS m WHERE m.meter_id = ANY(%s)
+ORDER BY m.meter_id COLLATE "C"
+{ON_MARKED}
+"""
+
+
 def upsert_params(file: MeterFile) -> dict[str, Any]:
     params: dict[str, Any] = {"meter_id": [row.meter_id for row in file.rows]}
     for name in _WRITTEN:
@@ -314,11 +329,12 @@ def count_upserted(inserted: Sequence[bool]) -> tuple[int, int]:
 
 
 def upsert_meters(conn: psycopg.Connection[Any], file: MeterFile) -> tuple[int, int]:
-    """Write the file's good rows into `meters` (in the caller's transaction); (inserted,
-    updated)."""
+    """Write the file's good rows into `meters` and mark them for the engines (in the
+    caller's transaction); (inserted, updated)."""
     if not file.rows:
         return 0, 0
     rows = conn.execute(_UPSERT, upsert_params(file)).fetchall()
+    conn.execute(_MARK_IMPORTED, ([row.meter_id for row in file.rows],))
     return count_upserted([bool(row[0]) for row in rows])
 
 
@@ -330,6 +346,7 @@ async def upsert_meters_async(
         return 0, 0
     cur = await conn.execute(_UPSERT, upsert_params(file))
     rows = await cur.fetchall()
+    await conn.execute(_MARK_IMPORTED, ([row.meter_id for row in file.rows],))
     return count_upserted([bool(_first(row)) for row in rows])
 
 

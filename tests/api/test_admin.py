@@ -118,6 +118,13 @@ def test_import_upserts_and_lists_bad_rows(
         " WHERE meter_id = 'KAM-50000021'"
     ).fetchone()
     assert row == ("P-21b", "C-21", "removed", date(2028, 5, 2))
+    # Both marked for the ingest's engines; the removal reaches back to its date.
+    marks = db.execute(
+        "SELECT meter_id, since::date FROM engine_marks WHERE meter_id LIKE 'KAM-5000002%%'"
+        " ORDER BY meter_id"
+    ).fetchall()
+    assert [m for m, _ in marks] == ["KAM-50000020", "KAM-50000021"]
+    assert marks[1][1] == date(2025, 1, 1)
 
 
 @pytest.mark.parametrize(

@@ -361,10 +361,15 @@ def test_meters_import_loads_the_good_rows_and_lists_the_bad_ones(db: str, tmp_p
             "SELECT meter_id, premise, customer_ref, installed_on, next_verification_due"
             " FROM meters ORDER BY meter_id"
         ).fetchall()
+        # Marked for the engines from their installation on (no readings yet).
+        marks = conn.execute(
+            "SELECT meter_id, since::date FROM engine_marks ORDER BY meter_id"
+        ).fetchall()
     assert rows == [
         ("KAM-60000001", "P-1", "C-1", date(2024, 2, 1), date(2028, 1, 1)),
         ("KAM-60000003", "P-3", "C-3", date(2025, 6, 1), None),
     ]
+    assert marks == [("KAM-60000001", date(2024, 2, 1)), ("KAM-60000003", date(2025, 6, 1))]
     again = run("meters", "import", str(path), "--database-url", db)
     assert again.stdout.splitlines()[0] == "loaded 2 meters (0 new, 2 updated); 2 bad rows:"
 
