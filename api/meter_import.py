@@ -276,7 +276,10 @@ _UNNEST_TYPES = {
 }  # fmt: skip
 
 # Constant text, composed once from the column names above; every value is a bound parameter.
+# `registered`: the row is new, or was a meter the ingest had only heard ('unregistered'): the
+# CTE reads the rows as they were before this statement.
 _UPSERT = """
+WITH before AS (SELECT meter_id, status FROM meters WHERE meter_id = ANY(%(meter_id)s::text[]))
 INSERT INTO meters AS m (meter_id, {columns}, status)
 SELECT i.meter_id, {selected},
        CASE WHEN i.removed_on <= current_date THEN 'removed' ELSE 'active' END
@@ -287,7 +290,9 @@ ON CONFLICT (meter_id) DO UPDATE SET {updates},
         WHEN (CASE WHEN %(w_removed_on)s THEN EXCLUDED.removed_on ELSE m.removed_on END)
              <= current_date THEN 'removed' ELSE 'active' END,
     updated_at = now()
-RETURNING (xmax = 0) AS inserted
+RETURNING m.meter_id, (xmax = 0) AS inserted, coalesce(
+    (SELECT b.status = 'unregistered' FROM before AS b WHERE b.meter_id = m.meter_id), true
+) AS registered
 """.format(
     columns=", ".join(_WRITTEN),
     selected=", ".join(f"i.{name}" for name in _WRITTEN),
@@ -299,14 +304,19 @@ RETURNING (xmax = 0) AS inserted
 )
 
 
-# The imported meters, marked for the ingest's engines (ingest/engine_marks.py) from their
-# installation, removal or first reading on, whichever is earliest: a meter newly registered
-# has its history computed, one whose dates or verification changed is computed again.
-_MARK_IMPORTED = f"""
+# Newly registered meters, marked for the ingest's engines (ingest/engine_marks.py) from their
+# installation, removal or first index reading, whichever is earliest: the engines skip a meter
+# the ingest has only heard, so its history has not been computed. A registered meter whose
+# dates change is not marked (a re-import of a whole fleet would send every meter's history
+# through the engines): the sweep takes up verification, `monthly fill` the monthly readings.
+_MARK_REGISTERED = f"""
 INSERT INTO engine_marks (meter_id, since)
 SELECT m.meter_id, least(
     m.installed_on::timestamptz, m.removed_on::timestamptz,
-    (SELECT min(r.measured_at) FROM readings AS r WHERE r.meter_id = m.meter_id), now())
+    (SELECT min(r.measured_at) FROM readings AS r
+     WHERE r.meter_id = m.meter_id AND r.quantity = 'volume' AND r.storage = 0
+       AND r.tariff = 0 AND r.subunit = 0 AND r.function = 'instantaneous'),
+    now())
 FROM meters AS m WHERE m.meter_id = ANY(%s)
 ORDER BY m.meter_id COLLATE "C"
 {ON_MARKED}
@@ -322,10 +332,14 @@ def upsert_params(file: MeterFile) -> dict[str, Any]:
     return params
 
 
-def count_upserted(inserted: Sequence[bool]) -> tuple[int, int]:
+def count_upserted(rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
     """(inserted, updated) from the RETURNING rows of the upsert."""
-    new = sum(1 for flag in inserted if flag)
-    return new, len(inserted) - new
+    new = sum(1 for row in rows if row[1])
+    return new, len(rows) - new
+
+
+def newly_registered(rows: Sequence[Sequence[Any]]) -> list[str]:
+    return [str(row[0]) for row in rows if row[2]]
 
 
 def upsert_meters(conn: psycopg.Connection[Any], file: MeterFile) -> tuple[int, int]:
@@ -334,8 +348,8 @@ def upsert_meters(conn: psycopg.Connection[Any], file: MeterFile) -> tuple[int, 
     if not file.rows:
         return 0, 0
     rows = conn.execute(_UPSERT, upsert_params(file)).fetchall()
-    conn.execute(_MARK_IMPORTED, ([row.meter_id for row in file.rows],))
-    return count_upserted([bool(row[0]) for row in rows])
+    conn.execute(_MARK_REGISTERED, (newly_registered(rows),))
+    return count_upserted(rows)
 
 
 async def upsert_meters_async(
@@ -345,10 +359,11 @@ async def upsert_meters_async(
     if not file.rows:
         return 0, 0
     cur = await conn.execute(_UPSERT, upsert_params(file))
-    rows = await cur.fetchall()
-    await conn.execute(_MARK_IMPORTED, ([row.meter_id for row in file.rows],))
-    return count_upserted([bool(_first(row)) for row in rows])
+    rows = [_values(row) for row in await cur.fetchall()]
+    await conn.execute(_MARK_REGISTERED, (newly_registered(rows),))
+    return count_upserted(rows)
 
 
-def _first(row: Any) -> Any:
-    return row["inserted"] if isinstance(row, Mapping) else row[0]
+def _values(row: Any) -> Sequence[Any]:
+    """A row as a sequence, whatever the connection's row factory."""
+    return tuple(row.values()) if isinstance(row, Mapping) else row

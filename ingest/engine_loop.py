@@ -118,17 +118,25 @@ class EngineLoop:
         try:
             return sweep(conn, now=self._clock(), zone=self._zone)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK,))
+            if not conn.broken:  # else the lock went with the session, and the error says why
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK,))
 
     def _open_frames(self, conn: psycopg.Connection[Any]) -> EngineReport:
         while not self._stop.is_set():
+            learned = self._formats_known()
             untried = marks.untried_frames(conn, CHUNK)
             keys = marks.keys_of(conn, list(untried))
             opened = {m for m, key in keys.items() if self._open_meter(conn, m, key)}
             marks.mark_tried(conn, {m: last for m, last in untried.items() if m not in opened})
+            # Formats are few: this goes round once per format the decoder learns.
+            if self._formats_known() > learned and marks.retry_unsupported(conn):
+                continue
             if len(untried) < CHUNK:
                 break
         return EngineReport()
+
+    def _formats_known(self) -> int:
+        return 0 if self._decoder is None else len(self._decoder.compact_formats)
 
     def _open_meter(self, conn: psycopg.Connection[Any], meter_id: str, key: bytes) -> bool:
         """Decode a meter's untried frames (recover_with marks those that still fail); False

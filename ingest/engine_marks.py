@@ -18,8 +18,10 @@ telegrams of the delay into one run, at the price of alerts coming up to `delay`
 Raw frames: a frame that reached the ingest raw (the gateway had no key, or did not know the
 compact format yet) but whose meter has a key in `meter_keys` is decoded by the engine thread
 with ingest/recover.py, as `metergate keys add` would; frames are tried once (`tried_at`, set
-by recover_with on the frames it read and that still fail, and here on the frames of meters
-without a key), so that a frame that still fails is not decoded again every few seconds.
+by recover_with on the frames it read and that still fail, with the error, and here on the
+frames of meters without a key), so that a frame that still fails is not decoded again every
+few seconds. Compact frames that failed for want of their format are tried again when the
+thread's decoder learns a format: any meter of the model may teach it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ GROUP BY meter_id ORDER BY meter_id LIMIT %s
 
 _KEYS_OF = "SELECT meter_id, key FROM meter_keys WHERE meter_id = ANY(%s)"
 
+_RETRY_UNSUPPORTED = """
+UPDATE raw_frames SET tried_at = NULL, tried_error = NULL
+WHERE decoded_at IS NULL AND tried_error = 'UnsupportedError'
+"""
+
 _MARK_TRIED = """
 UPDATE raw_frames AS r SET tried_at = now()
 FROM unnest(%s::text[], %s::bigint[]) AS seen (meter_id, last_id)
@@ -125,14 +132,20 @@ def untried_frames(conn: psycopg.Connection[Any], limit: int) -> dict[str, int]:
     return {str(m): int(last) for m, last in conn.execute(_UNTRIED, (limit,)).fetchall()}
 
 
+def retry_unsupported(conn: psycopg.Connection[Any]) -> int:
+    """Make the frames that failed as compact frames of an unknown format untried again (a
+    format was just learned, from any meter of the model); how many."""
+    return conn.execute(_RETRY_UNSUPPORTED).rowcount
+
+
 def keys_of(conn: psycopg.Connection[Any], meter_ids: list[str]) -> dict[str, bytes]:
     """The stored keys of those of `meter_ids` that have one."""
     return {str(m): bytes(key) for m, key in conn.execute(_KEYS_OF, (meter_ids,)).fetchall()}
 
 
 def mark_tried(conn: psycopg.Connection[Any], last_ids: dict[str, int]) -> None:
-    """The raw frames up to `last_ids[meter]` of meters without a key: nothing can open them
-    until `keys add`, which tries every frame anyway (so a frame committed late under a lower
-    id loses nothing by being marked)."""
+    """The raw frames up to `last_ids[meter]`, of meters without a key (nothing can open them
+    until `keys add`, which tries every frame anyway, so a frame committed late under a lower
+    id loses nothing by being marked) or whose decoding the database refused."""
     ids = list(last_ids)
     conn.execute(_MARK_TRIED, (ids, [last_ids[m] for m in ids]))

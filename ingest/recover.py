@@ -49,10 +49,13 @@ FROM raw_frames WHERE meter_id = %s AND decoded_at IS NULL {}
 ORDER BY received_at, id
 """
 _UNTRIED = "AND tried_at IS NULL"
-_TRIED = "AND tried_at IS NOT NULL"
 
 _MARK_DECODED = "UPDATE raw_frames SET decoded_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
-_MARK_TRIED = "UPDATE raw_frames SET tried_at = now() WHERE id = ANY(%s) AND decoded_at IS NULL"
+_MARK_TRIED = """
+UPDATE raw_frames AS r SET tried_at = now(), tried_error = failed.error
+FROM unnest(%s::bigint[], %s::text[]) AS failed (id, error)
+WHERE r.id = failed.id AND r.decoded_at IS NULL
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +186,9 @@ def recover_with(
 
         decoder = Decoder(load_profiles())
     try:
-        learned = len(decoder.compact_formats)
         waiting = _WAITING_FRAMES.format(_UNTRIED if untried_only else "")
         rows = conn.execute(waiting.encode(), (meter,)).fetchall()
         decoded, failures = _decode_all(decoder, meter, key, rows, zone)
-        if untried_only and len(decoder.compact_formats) > learned:
-            # A format learned just now may open compact frames tried before it came.
-            tried = conn.execute(_WAITING_FRAMES.format(_TRIED).encode(), (meter,)).fetchall()
-            decoded += _decode_all(decoder, meter, key, tried, zone)[0]
-            decoded.sort(key=lambda d: (d.message.received_at, d.frame_id))
-            rows += tried
         readings = 0
         messages = _first_received(decoded)
         for start in range(0, len(decoded), BATCH_MAX):
@@ -200,7 +196,8 @@ def recover_with(
             readings += store.write(messages[start : start + BATCH_MAX]).readings
             conn.execute(_MARK_DECODED, ([d.frame_id for d in batch],))
         if untried_only and failures:
-            conn.execute(_MARK_TRIED, ([f.frame_id for f in failures],))
+            ids, errors = [f.frame_id for f in failures], [f.error_type for f in failures]
+            conn.execute(_MARK_TRIED, (ids, errors))
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from None
     except psycopg.Error as exc:

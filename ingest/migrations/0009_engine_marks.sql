@@ -18,8 +18,12 @@ CREATE TABLE engine_marks (
 -- Raw frames the ingest has tried to decode with the keys in meter_keys (ingest/engine_marks.py,
 -- ingest/engine_loop.py): a frame that arrives raw for a meter whose key the database holds is
 -- decoded by the worker's engine thread; one that still fails is not tried again until
--- `metergate keys add` gives its meter a key.
-ALTER TABLE raw_frames ADD COLUMN tried_at timestamptz;
+-- `metergate keys add` gives its meter a key, or (`tried_error` UnsupportedError: a compact
+-- frame of a format not known yet) until the thread learns a new compact format.
+ALTER TABLE raw_frames ADD COLUMN tried_at timestamptz, ADD COLUMN tried_error text;
+
+CREATE INDEX raw_frames_tried_unsupported ON raw_frames (id)
+    WHERE decoded_at IS NULL AND tried_error = 'UnsupportedError';
 
 CREATE INDEX raw_frames_untried ON raw_frames (meter_id)
     WHERE decoded_at IS NULL AND tried_at IS NULL AND meter_id IS NOT NULL;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -81,6 +81,13 @@ def test_parse_refuses_unusable_files(text: str, message: str) -> None:
         parse_meters_csv(text)
 
 
+def marks(db: psycopg.Connection[Any]) -> list[tuple[str, datetime]]:
+    return db.execute(
+        "SELECT meter_id, since FROM engine_marks WHERE meter_id LIKE 'KAM-5000002%%'"
+        " ORDER BY meter_id"
+    ).fetchall()
+
+
 def test_import_upserts_and_lists_bad_rows(
     client: TestClient, tokens: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
@@ -108,6 +115,8 @@ def test_import_upserts_and_lists_bad_rows(
         ("KAM-50000020", "active", "P-20", "C-20", date(2032, 1, 1), "Brivibas iela 1, Riga"),
         ("KAM-50000021", "active", "P-21", "C-21", date(2028, 5, 2), None),
     ]
+    marks_after_first = marks(db)
+    assert [meter for meter, _ in marks_after_first] == ["KAM-50000020", "KAM-50000021"]
     # A second file with fewer columns leaves the others as they are.
     response = _import(
         client, token, "serial,manufacturer,premise,removed_on\n50000021,kam,P-21b,2025-01-01\n"
@@ -118,13 +127,9 @@ def test_import_upserts_and_lists_bad_rows(
         " WHERE meter_id = 'KAM-50000021'"
     ).fetchone()
     assert row == ("P-21b", "C-21", "removed", date(2028, 5, 2))
-    # Both marked for the ingest's engines; the removal reaches back to its date.
-    marks = db.execute(
-        "SELECT meter_id, since::date FROM engine_marks WHERE meter_id LIKE 'KAM-5000002%%'"
-        " ORDER BY meter_id"
-    ).fetchall()
-    assert [m for m, _ in marks] == ["KAM-50000020", "KAM-50000021"]
-    assert marks[1][1] == date(2025, 1, 1)
+    # Both were registered by the first file (one new, one only heard before) and marked for
+    # the ingest's engines; the second file changed a registered meter and marked nothing.
+    assert marks_after_first == marks(db)
 
 
 @pytest.mark.parametrize(

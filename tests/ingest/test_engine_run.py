@@ -654,10 +654,17 @@ def test_one_worker_sweeps_at_a_time(conn: Conn, db: str) -> None:
         other_worker.execute("SELECT pg_advisory_lock(%s)", (SWEEP_LOCK,))
         assert engines.run_sweep()
         assert monthly(conn, "M-EST") is None  # the other worker's sweep does it
-    assert engines.run_sweep()
+    try:
+        assert engines.run_sweep()
+    finally:
+        engines.stop()
     row = monthly(conn, "M-EST")
     assert row is not None and row["method"] == "estimated"
     assert engines.totals.monthly_new == 1
+    # The sweep let its lock go: another worker can sweep now.
+    with psycopg.connect(db, autocommit=True) as other_worker:
+        taken = other_worker.execute("SELECT pg_try_advisory_lock(%s)", (SWEEP_LOCK,)).fetchone()
+        assert taken == (True,)
 
 
 def test_the_engine_loop_counts_a_failure_and_goes_on() -> None:

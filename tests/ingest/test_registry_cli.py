@@ -257,20 +257,29 @@ def check_the_engine_thread_decodes(
     assert engines.frames_decoded == len(stored.frames) - 1
 
 
+@pytest.mark.parametrize("teacher", [METER, OTHER])
 def test_compact_frames_tried_before_their_format_was_known_are_opened_by_a_later_full_one(
-    db: str, tmp_path: Path
+    db: str, tmp_path: Path, teacher: str
 ) -> None:
     """METER's first frames are compact; the engine thread tries them before any full frame
-    of the model reached it, and they fail. The full frame that comes later teaches the format,
-    and the thread then opens the compact frames it had given up on."""
+    of the model reached it, and they fail. A full frame that comes later teaches the format,
+    its own or another meter's of the model (OTHER's), and the thread then opens the compact
+    frames it had given up on."""
     meter = wmbus_meter(METER)
     heard = meter.meter.transmissions(START, START + timedelta(minutes=10))
     transmissions = [meter.transmission(t) for t in heard]
     first_full = next(n for n, tx in enumerate(transmissions) if not tx.compact)
-    early, full = transmissions[:first_full], transmissions[first_full]
+    early = transmissions[:first_full]
     assert early and all(tx.compact for tx in early)
+    other = wmbus_meter(teacher)
+    full = next(
+        tx
+        for t in other.meter.transmissions(START, START + timedelta(minutes=10))
+        if not (tx := other.transmission(t)).compact
+    )
     with psycopg.connect(db, autocommit=True) as conn:
-        store_key(conn, METER, air().keys()[METER])
+        for meter_id in {METER, teacher}:
+            store_key(conn, meter_id, air().keys()[meter_id])
     engines = EngineLoop(db, delay_s=0)
     try:
         with Store(db) as store:
