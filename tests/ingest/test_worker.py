@@ -5,7 +5,6 @@ back, and a burst while the worker is held up."""
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +41,16 @@ def stored_rows(url: str) -> set[tuple[object, ...]]:
                 " FROM readings"
             )
         )
+
+
+def writer_waiting(database_url: str) -> bool:
+    """Whether an ingest connection waits for a lock (the test's lock on readings)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'metergate-ingest' AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def process_args(database_url: str, mqtt_url: str, topic_root: str) -> list[str]:
@@ -178,12 +187,17 @@ def test_killed_mid_batch_and_restarted_every_reading_is_stored_once(
     args = process_args(db, mqtt_url, topic_root)
     first = WorkerProcess(tmp_path / "first.log", *args)
     first.wait_for_log("subscribed to")
-    sending = threading.Thread(target=publisher.publish, args=([encode(m) for m in messages],))
-    sending.start()
-    wait_until(lambda: count(db, READINGS) >= 300, 60, "a quarter of the readings stored")
-    first.kill()
-    stored_at_kill = count(db, READINGS)
-    sending.join(60)
+    publisher.publish([encode(m) for m in messages[:300]])
+    wait_until(lambda: count(db, READINGS) == 600, 60, "the first half stored")
+    # The second half reaches a worker whose write waits on a lock: killed mid-batch, with
+    # messages delivered and not acknowledged, whatever the machine's speed.
+    with psycopg.connect(db) as blocker:
+        blocker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+        publisher.publish([encode(m) for m in messages[300:]])
+        wait_until(lambda: writer_waiting(db), 60, "the worker's write waiting on the lock")
+        first.kill()
+        row = blocker.execute(READINGS).fetchone()
+        stored_at_kill = row[0] if row else 0
     second = WorkerProcess(tmp_path / "second.log", *args)
     second.wait_for_log("subscribed to")
     wait_until(lambda: count(db, READINGS) == 1200, 60, "every reading stored")
