@@ -49,7 +49,7 @@ FROM (
     SELECT meter_id FROM engine_marks
     WHERE (claimed_until IS NULL OR claimed_until < now())
       AND first_marked_at <= clock_timestamp() - %(delay)s
-    ORDER BY since
+    ORDER BY first_marked_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ) AS free
@@ -105,8 +105,9 @@ class Claim:
 def claim(
     conn: psycopg.Connection[Any], limit: int, delay: timedelta, lease: timedelta = LEASE
 ) -> Claim:
-    """Take up to `limit` free marks at least `delay` old, oldest `since` first (`conn` in
-    autocommit)."""
+    """Take up to `limit` free marks at least `delay` old, in the order they were made (`conn`
+    in autocommit): a large import's marks delay the live ones that came after it, not those
+    that came before."""
     rows = conn.execute(_CLAIM, {"lease": lease, "limit": limit, "delay": delay}).fetchall()
     return Claim({m: since for m, since, _ in rows}, {m: at for m, _, at in rows})
 

@@ -15,6 +15,9 @@ CREATE TABLE engine_marks (
     claimed_until timestamptz
 );
 
+-- Runs take marks in the order they were made (engine_marks.claim).
+CREATE INDEX engine_marks_first_marked ON engine_marks (first_marked_at);
+
 -- Raw frames the ingest has tried to decode with the keys in meter_keys (ingest/engine_marks.py,
 -- ingest/engine_loop.py): a frame that arrives raw for a meter whose key the database holds is
 -- decoded by the worker's engine thread; one that still fails is not tried again until
