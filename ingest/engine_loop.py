@@ -3,9 +3,10 @@ meters marked in the database (ingest/engine_marks.py) for at least the engines'
 run, and raw frames that a stored key can open are decoded; a sweep (by one worker at a time)
 runs what the clock alone changes.
 
-The marks are written by the batches themselves, in their transactions, so the engines never
-hold up an acknowledgement and nothing is forgotten when a worker dies: its marks wait in the
-database for the next run of any worker. A mark remembers the earliest instant the new rows
+The marks are written with the data that causes them (the worker's batches, manual readings,
+registrations), in their transactions, so the engines never hold up an acknowledgement and
+nothing is forgotten when a worker dies: its marks wait in the database for the next run of
+any worker. A mark remembers the earliest instant the new rows
 bring (a reading's measured_at, a status report's time, a month-end register not stored
 before): ingest.engine_run recomputes only what that instant reaches. A run that fails (the
 database away, a bug) is logged and counted, and its marks are given back for the next run;
