@@ -31,6 +31,7 @@ from drivers.wmbus_receiver import parse_device
 from drivers.wmbus_receiver_base import MODES
 from gateway.broker import BrokerConfig
 from gateway.frames import Location
+from gateway.messages import TOPIC_ROOT, topic_level
 from metergate.errors import ConfigError
 from metergate.keys import KeyRing, canonical_meter_id, load_keys
 from metergate.profiles import builtin_register_maps, load_profiles, load_register_map
@@ -55,7 +56,7 @@ _TOP_KEYS = frozenset(
 )
 _MQTT_KEYS = frozenset(
     {"url", "client_id", "protocol", "keepalive_s", "username", "password", "password_env"}
-    | {"ca_file", "cert_file", "key_file"}
+    | {"ca_file", "cert_file", "key_file", "topic_root"}
 )
 _RECEIVER_KEYS = frozenset({"device", "mode"})
 _MBUS_KEYS = frozenset({"port", "baud", "addresses", "interval_s"})
@@ -121,6 +122,7 @@ class GatewayConfig:
     mbus_buses: tuple[MbusBusConfig, ...] = ()
     modbus_units: tuple[ModbusUnitConfig, ...] = ()
     meters: Mapping[str, MeterConfig] = field(default_factory=lambda: MappingProxyType({}))
+    topic_root: str = TOPIC_ROOT  # the first topic level; the ingest's --topic-root matches it
 
 
 def load_config(
@@ -150,6 +152,7 @@ def load_config(
         path=Path(path),
         gateway_id=gateway_id,
         broker=_broker(doc.table("mqtt"), gateway_id, folder, environ),
+        topic_root=_topic_root(doc.table("mqtt")),
         spool_path=_spool_path(doc, folder),
         metrics_port=_optional_int(doc, "metrics_port", 0, 65535),
         keys_file=_file(doc, "keys_file", folder),
@@ -267,6 +270,16 @@ def _broker(
         cert_file=_text_path(tls_files["cert_file"]),
         key_file=_text_path(tls_files["key_file"]),
     )
+
+
+def _topic_root(doc: TomlTable) -> str:
+    root = _optional_text(doc, "topic_root")
+    if root is None:
+        return TOPIC_ROOT
+    try:
+        return topic_level(root, "the topic root")
+    except ValueError as error:
+        doc.fail("topic_root", str(error))
 
 
 def _text_path(path: Path | None) -> str | None:

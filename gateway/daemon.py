@@ -62,7 +62,9 @@ class Gateway:
     def start(self) -> None:
         config = self.config
         self._started_at = time.monotonic()
-        self.spool = spool = Spool(config.spool_path, config.gateway_id)
+        self.spool = spool = Spool(
+            config.spool_path, config.gateway_id, topic_root=config.topic_root
+        )
         try:
             self._start(spool)
         except BaseException:
@@ -74,7 +76,12 @@ class Gateway:
         if config.metrics_port is not None:
             self.metrics_server = self.metrics.serve(config.metrics_port)
         self.publisher = publisher = Publisher(
-            spool, config.broker, config.gateway_id, metrics=self.metrics, status=self.status
+            spool,
+            config.broker,
+            config.gateway_id,
+            metrics=self.metrics,
+            status=self.status,
+            topic_root=config.topic_root,
         )
         self.pipeline = pipeline = Pipeline(
             config.gateway_id,

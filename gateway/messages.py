@@ -234,20 +234,23 @@ def undecoded_meter_id(raw: RawFrame, error: DecodeError) -> str | None:
     return None
 
 
-def _level(text: str, name: str) -> str:
+def topic_level(text: str, name: str) -> str:
+    """`text`, or ValueError when it cannot be one level of an MQTT topic."""
     if not text or _FORBIDDEN_IN_LEVEL.intersection(text):
         raise ValueError(f"{name} {text!r} cannot be an MQTT topic level")
     return text
 
 
-def topic(gateway_id: str, meter_id: str | None, kind: Kind) -> str:
-    """`metergate/{gateway_id}/{meter_id or "unknown"}/{kind}` (DESIGN.md §3)."""
+def topic(gateway_id: str, meter_id: str | None, kind: Kind, root: str = TOPIC_ROOT) -> str:
+    """`metergate/{gateway_id}/{meter_id or "unknown"}/{kind}` (DESIGN.md §3); `root` replaces
+    `metergate` where several deployments share a broker."""
     if kind not in ("reading", "raw"):
         raise ValueError(f"a message kind is 'reading' or 'raw', not {kind!r}")
-    meter = _level(meter_id, "meter id") if meter_id is not None else "unknown"
-    return f"{TOPIC_ROOT}/{_level(gateway_id, 'gateway id')}/{meter}/{kind}"
+    meter = topic_level(meter_id, "meter id") if meter_id is not None else "unknown"
+    gateway = topic_level(gateway_id, "gateway id")
+    return f"{topic_level(root, 'topic root')}/{gateway}/{meter}/{kind}"
 
 
-def status_topic(gateway_id: str) -> str:
+def status_topic(gateway_id: str, root: str = TOPIC_ROOT) -> str:
     """The gateway's retained status topic; its Last Will says `offline` there."""
-    return f"{TOPIC_ROOT}/{_level(gateway_id, 'gateway id')}/status"
+    return f"{topic_level(root, 'topic root')}/{topic_level(gateway_id, 'gateway id')}/status"

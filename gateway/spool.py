@@ -85,18 +85,21 @@ class _Local(threading.local):
 
 class Spool:
     """The spool file at `path`, belonging to `gateway_id` (a file of another gateway is
-    refused, so two gateways never interleave their `seq`)."""
+    refused, so two gateways never interleave their `seq`); messages go to topics under
+    `topic_root`."""
 
     def __init__(
         self,
         path: str | Path,
         gateway_id: str,
         *,
+        topic_root: str = TOPIC_ROOT,
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
+        self.topic_root = topic_root
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
         self._local = _Local()
@@ -132,7 +135,8 @@ class Spool:
         batch: list[tuple[str, str | None, dict[str, Any]]] = []
         for index, (kind, meter_id, message) in enumerate(items):
             try:
-                batch.append((message_topic(self.gateway_id, meter_id, kind), meter_id, message))
+                topic = message_topic(self.gateway_id, meter_id, kind, self.topic_root)
+                batch.append((topic, meter_id, message))
             except ValueError as exc:
                 raise MessageRefusedError(f"cannot spool a message: {exc}", index=index) from None
         if not batch:
@@ -175,7 +179,7 @@ class Spool:
         except (TypeError, ValueError):  # keys JSON cannot have, a structure that holds itself
             payload = repr(message).encode("utf-8", "backslashreplace")
         # The topic it would have had, unchecked: it may be why the message was refused.
-        topic = f"{TOPIC_ROOT}/{self.gateway_id}/{meter_id or 'unknown'}/{kind}"
+        topic = f"{self.topic_root}/{self.gateway_id}/{meter_id or 'unknown'}/{kind}"
         now = self._clock()
         with self._write(durable=True, action="set aside in") as connection:
             (seq,) = connection.execute(

@@ -55,6 +55,9 @@ def register(subparsers: Subparsers) -> None:
     driveby.add_argument("--mode", default="C1T1", choices=MODES, help="link mode (C1T1)")
     driveby.add_argument("--gateway-id", help="the topic level of the readings (driveby-HOST)")
     driveby.add_argument(
+        "--topic-root", default="metergate", help="the first topic level (as the ingest's)"
+    )
+    driveby.add_argument(
         "--mqtt-url", help="mqtt[s]://[user[:password]@]host[:port] ($MQTT_URL, else local)"
     )
     driveby.add_argument(
@@ -117,6 +120,7 @@ def _cmd_driveby(args: argparse.Namespace) -> int:
         spool_path=args.spool or default_spool_path(gateway_id),
         mode=args.mode,
         timezone=args.timezone,
+        topic_root=args.topic_root,
     )
     writable_folder(args.report_dir, "--report-dir")
     if route.ignored_columns:

@@ -287,11 +287,13 @@ class Demo:
 
     def _start_ingest(self, env: dict[str, str]) -> Child:
         """The ingest, subscribed before the gateway publishes (its session may be gone)."""
+        from metergate.demo_live import demo_topic_root
+
         # A short engine delay: the demo's few meters cost nothing, and alerts show soon.
         ingest = self._child("ingest", [
             "ingest", "run", "--client-id", f"metergate-demo-{self.ident}",
             "--share-group", f"demo-{self.ident}", "--session-expiry", str(_SESSION_EXPIRY_S),
-            "--engine-delay", "30",
+            "--topic-root", demo_topic_root(self.ident), "--engine-delay", "30",
         ], env)  # fmt: skip
         offset = ingest.log_path.stat().st_size if ingest.log_path.exists() else 0
         ingest.start()

@@ -36,6 +36,12 @@ def _toml(value: str) -> str:
     return json.dumps(value)
 
 
+def demo_topic_root(ident: str) -> str:
+    """The demo's own first topic level: its ingest takes its gateway's readings and no other
+    gateway's on a broker it shares."""
+    return f"metergate-demo-{ident}"
+
+
 class Live:
     """Start once, stop once (stop is safe after a failed start)."""
 
@@ -50,6 +56,7 @@ class Live:
         self.folder = folder
         self.fleet = fleet
         self.gateway_id = f"demo-{ident}"
+        self.topic_root = demo_topic_root(ident)
         self.mqtt_url = mqtt_url
         self.environ = environ
         self.gateway: Gateway | None = None
@@ -122,6 +129,7 @@ class Live:
             "",
             "[mqtt]",
             f"url = {_toml(url)}",
+            f"topic_root = {_toml(self.topic_root)}",
             password_line,
             "[[receivers]]",
             f"device = {_toml(self.endpoints.receiver)}",

@@ -40,6 +40,7 @@ from gateway.driveby.progress import DrivebyEvent, DrivebyProgress, event_from_m
 from gateway.driveby.report import ReportFiles, write_report
 from gateway.driveby.route import Route
 from gateway.driveby.view import DrivebyView
+from gateway.messages import TOPIC_ROOT, topic_level
 from gateway.spool import Spool
 from metergate.errors import ConfigError, StorageError
 from metergate.keys import KeyRing
@@ -73,6 +74,7 @@ def driveby_config(
     spool_path: Path,
     mode: str = "C1T1",
     timezone: str = "Europe/Riga",
+    topic_root: str = TOPIC_ROOT,
 ) -> GatewayConfig:
     """The gateway of a drive-by: one receiver, no metrics endpoint. ConfigError naming the
     option for any mistake; the spool's folder is made when missing."""
@@ -84,6 +86,10 @@ def driveby_config(
             f"{gateway_id[:70]!r} is not 1-64 of A-Z a-z 0-9 . _ -", location="--gateway-id"
         )
     broker = BrokerConfig.from_url(mqtt_url, path="", location="--mqtt-url")
+    try:
+        topic_level(topic_root, "the topic root")
+    except ValueError as error:
+        raise ConfigError(str(error), location="--topic-root") from None
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -103,6 +109,7 @@ def driveby_config(
         keys_file=None,
         timezone=zone,
         receivers=(ReceiverConfig(device, mode),),
+        topic_root=topic_root,
     )
 
 
@@ -309,7 +316,9 @@ class DrivebySession:
     def _spool_waiting(self) -> int | None:
         """What the next start sends first: the spool's rows not acknowledged."""
         try:
-            with Spool(self.config.spool_path, self.config.gateway_id) as spool:
+            with Spool(
+                self.config.spool_path, self.config.gateway_id, topic_root=self.config.topic_root
+            ) as spool:
                 return spool.depth()
         except StorageError as error:
             log.error("cannot read the spool: %s", error)

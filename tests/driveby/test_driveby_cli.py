@@ -320,6 +320,7 @@ def test_a_missing_keys_file(
         (("--mqtt-url", "http://broker"), "--mqtt-url: a broker URL starts with mqtt://"),
         (("--mqtt-url", "mqtt://broker:port"), "--mqtt-url: the broker URL's port"),
         (("--gateway-id", "van/1"), "--gateway-id: 'van/1' is not"),
+        (("--topic-root", "city/b"), "--topic-root: the topic root 'city/b' cannot be an MQTT"),
         (("--timezone", "Mars/Olympus"), "--timezone: 'Mars/Olympus' is not an IANA time zone"),
     ],
 )

@@ -68,6 +68,13 @@ def test_defaults_of_a_minimal_config(tmp_path: Path) -> None:
     assert config.receivers[0].mode == "C1T1"
     assert config.spool_path == tmp_path / "spool.sqlite"
     assert dict(config.meters) == {}
+    assert config.topic_root == "metergate"
+
+
+def test_a_topic_root_of_its_own(tmp_path: Path) -> None:
+    rest = '[[receivers]]\ndevice = "amb8465:/dev/ttyUSB3"\n'
+    config = load(tmp_path, config_text(mqtt='topic_root = "utility-b"\n', rest=rest))
+    assert config.topic_root == "utility-b"
 
 
 def test_full_config_with_tls_credentials_and_paths(tmp_path: Path) -> None:
@@ -253,6 +260,8 @@ BAD: list[tuple[str, str, str, str, str]] = [
         "modbus[0].url",
         "also used by mbus[0].port",
     ),
+    ("", 'topic_root = "a/b"\n', "", "mqtt.topic_root", "cannot be an MQTT topic level"),
+    ("", 'topic_root = ""\n', "", "mqtt.topic_root", ""),
     ("", "", '[[meters]]\nmeter_id = "12345678"\n', "meters[0].meter_id", "not a meter id"),
     ("", "", "[[meters]]\nname = 'x'\n", "meters[0].meter_id", "missing 'meter_id'"),
     (

@@ -494,3 +494,22 @@ def test_the_window_holds_at_least_one_message(tmp_path: Path) -> None:
             spool, BrokerConfig("127.0.0.1"), "gw-w", metrics=GatewayMetrics(), status=dict,
             window=0,
         )  # fmt: skip
+
+
+def test_a_gateway_of_its_own_topic_root(tmp_path: Path, private_broker: Mosquitto) -> None:
+    """Two deployments on one broker: readings and status go under the gateway's root only."""
+    gateway_id = "gw-root"
+    ours = Subscriber(private_broker.url, ["utility-b/#"])
+    default_root = Subscriber(private_broker.url, ["metergate/#"])
+    spool = Spool(tmp_path / "spool.sqlite", gateway_id, topic_root="utility-b")
+    spooled = spool.append("reading", "M-1", message(gateway_id, "M-1", 1))
+    with publishing(spool, private_broker.url, gateway_id, topic_root="utility-b"):
+        wait_until(lambda: spool.depth() == 0, 20, "the PUBACK")
+        wait_until(lambda: readings_of(ours) >= 1, 20, "the reading")
+    wait_until(lambda: len(ours.received()) >= 3, 20, "status online, reading, status offline")
+    ours.close()
+    default_root.close()
+    topics = {m.topic for m in ours.received()}
+    assert topics == {f"utility-b/{gateway_id}/M-1/reading", status_topic(gateway_id, "utility-b")}
+    assert spooled.topic == f"utility-b/{gateway_id}/M-1/reading"
+    assert default_root.received() == []
