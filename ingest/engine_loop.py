@@ -127,12 +127,20 @@ class EngineLoop:
             learned = self._formats_known()
             untried = marks.untried_frames(conn, CHUNK)
             keys = marks.keys_of(conn, list(untried))
-            opened = {m for m, key in keys.items() if self._open_meter(conn, m, key)}
-            marks.mark_tried(conn, {m: last for m, last in untried.items() if m not in opened})
+            opened: set[str] = set()
+            busy: set[str] = set()  # another worker's engine thread decodes them
+            for meter_id, key in keys.items():
+                with marks.decoding(conn, meter_id) as mine:
+                    if not mine:
+                        busy.add(meter_id)
+                    elif self._open_meter(conn, meter_id, key):
+                        opened.add(meter_id)
+            left = opened | busy
+            marks.mark_tried(conn, {m: last for m, last in untried.items() if m not in left})
             # Formats are few: this goes round once per format the decoder learns.
             if self._formats_known() > learned and marks.retry_unsupported(conn):
                 continue
-            if len(untried) < CHUNK:
+            if busy or len(untried) < CHUNK:
                 break
         return EngineReport()
 

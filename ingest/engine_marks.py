@@ -21,11 +21,14 @@ with ingest/recover.py, as `metergate keys add` would; frames are tried once (`t
 by recover_with on the frames it read and that still fail, with the error, and here on the
 frames of meters without a key), so that a frame that still fails is not decoded again every
 few seconds. Compact frames that failed for want of their format are tried again when the
-thread's decoder learns a format: any meter of the model may teach it.
+thread's decoder learns a format: any meter of the model may teach it. One engine thread at a
+time decodes a meter's frames (`decoding`, an advisory lock); the others leave it to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +36,8 @@ from typing import Any
 import psycopg
 
 LEASE = timedelta(minutes=10)
+# Two-key advisory locks of this class: a meter whose raw frames an engine thread decodes.
+DECODING_LOCK = int.from_bytes(b"mgrw", "big")
 
 # How a new mark meets one already there: the earlier instant, and a new generation.
 ON_MARKED = """ON CONFLICT (meter_id) DO UPDATE
@@ -137,6 +142,20 @@ def retry_unsupported(conn: psycopg.Connection[Any]) -> int:
     """Make the frames that failed as compact frames of an unknown format untried again (a
     format was just learned, from any meter of the model); how many."""
     return conn.execute(_RETRY_UNSUPPORTED).rowcount
+
+
+@contextmanager
+def decoding(conn: psycopg.Connection[Any], meter_id: str) -> Iterator[bool]:
+    """Whether this connection may decode the meter's raw frames now (False: another worker's
+    engine thread is at it), holding that right for the block."""
+    lock = (DECODING_LOCK, meter_id)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", lock).fetchone()
+    mine = bool(row and row[0])
+    try:
+        yield mine
+    finally:
+        if mine and not conn.broken:  # a broken connection took the lock with it
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", lock)
 
 
 def keys_of(conn: psycopg.Connection[Any], meter_ids: list[str]) -> dict[str, bytes]:

@@ -28,6 +28,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from ingest.engine_loop import EngineLoop
+from ingest.engine_marks import DECODING_LOCK
 from ingest.payload import ReadingMessage, parse_message
 from ingest.recover import store_key
 from ingest.store import Store, reading_rows
@@ -255,6 +256,26 @@ def check_the_engine_thread_decodes(
         store.write(gateway_messages([_frame(later)], tmp_path, {}, Decoder(load_profiles())))
     assert engines.run_pending()
     assert engines.frames_decoded == len(stored.frames) - 1
+
+
+def test_a_meter_another_worker_is_decoding_is_left_to_it(db: str, stored: Stored) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        store_key(conn, METER, air().keys()[METER])
+    engines = EngineLoop(db, delay_s=0)
+    untried = f"SELECT count(*) FROM raw_frames WHERE meter_id = '{METER}' AND tried_at IS NULL"
+    try:
+        with psycopg.connect(db, autocommit=True) as other_worker:
+            other_worker.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s))", (DECODING_LOCK, METER)
+            )
+            assert engines.run_pending()
+            assert engines.frames_decoded == 0
+            assert count(db, untried) == len(stored.frames)  # its frames, untouched
+        assert engines.run_pending()  # the other worker is gone (and left them)
+    finally:
+        engines.stop()
+    assert engines.frames_decoded == len(stored.frames) - 2
+    assert readings(db) == stored.expected
 
 
 @pytest.mark.parametrize("teacher", [METER, OTHER])
