@@ -76,12 +76,7 @@ class Gateway:
         if config.metrics_port is not None:
             self.metrics_server = self.metrics.serve(config.metrics_port)
         self.publisher = publisher = Publisher(
-            spool,
-            config.broker,
-            config.gateway_id,
-            metrics=self.metrics,
-            status=self.status,
-            topic_root=config.topic_root,
+            spool, config.broker, config.gateway_id, metrics=self.metrics, status=self.status
         )
         self.pipeline = pipeline = Pipeline(
             config.gateway_id,

@@ -61,7 +61,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.broker import BrokerConfig
-from gateway.messages import TOPIC_ROOT, status_topic, utc_text
+from gateway.messages import status_topic, utc_text
 from gateway.metrics import GatewayMetrics
 from gateway.spool import Spool, SpooledMessage
 from metergate.errors import ConfigError
@@ -86,7 +86,6 @@ class Publisher:
         *,
         metrics: GatewayMetrics,
         status: Callable[[], dict[str, Any]],
-        topic_root: str = TOPIC_ROOT,
         window: int = 100,
         status_interval_s: float = 60.0,
         backoff_initial_s: float = 0.5,
@@ -108,7 +107,7 @@ class Publisher:
         self._backoff_max_s = backoff_max_s
         self._clock = clock
         self._rng = rng or random.Random()
-        self._status_topic = status_topic(gateway_id, topic_root)
+        self._status_topic = status_topic(gateway_id, spool.topic_root)  # the spool's root
         self._client = self._make_client()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)

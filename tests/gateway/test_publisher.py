@@ -503,7 +503,7 @@ def test_a_gateway_of_its_own_topic_root(tmp_path: Path, private_broker: Mosquit
     default_root = Subscriber(private_broker.url, ["metergate/#"])
     spool = Spool(tmp_path / "spool.sqlite", gateway_id, topic_root="utility-b")
     spooled = spool.append("reading", "M-1", message(gateway_id, "M-1", 1))
-    with publishing(spool, private_broker.url, gateway_id, topic_root="utility-b"):
+    with publishing(spool, private_broker.url, gateway_id):
         wait_until(lambda: spool.depth() == 0, 20, "the PUBACK")
         wait_until(lambda: readings_of(ours) >= 1, 20, "the reading")
     wait_until(lambda: len(ours.received()) >= 3, 20, "status online, reading, status offline")
