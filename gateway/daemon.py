@@ -19,12 +19,13 @@ from typing import Any
 from decoders.decode import Decoder
 from gateway.config import GatewayConfig
 from gateway.frames import Location
-from gateway.metrics import GatewayMetrics, MetricsServer
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.publisher import Publisher
 from gateway.sources import MbusSource, ModbusSource, ReceiverSource, Source, SourceContext
 from gateway.spool import Spool
 from metergate.keys import KeyRing
+from metergate.metrics_server import MetricsServer
 from metergate.profiles import load_profiles
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,9 @@ names, never bytes from a frame, and never key material.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from metergate.errors import ConfigError
+from metergate.metrics_server import MetricsServer, serve_metrics
 
 _PREFIX = "metergate_gateway"
 # From a PUBACK on a healthy local link (milliseconds) to messages that waited out an outage in
@@ -37,21 +33,6 @@ _LATENCY_BUCKETS = (
     3600.0,
     4 * 3600.0,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsServer:
-    """A running /metrics endpoint: `port` is the bound port (useful when 0 was asked);
-    calling it stops the server."""
-
-    port: int
-    _server: WSGIServer
-    _thread: threading.Thread
-
-    def __call__(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 class GatewayMetrics:
@@ -132,11 +113,4 @@ class GatewayMetrics:
 
     def serve(self, port: int) -> MetricsServer:
         """Serve /metrics on 127.0.0.1:`port` (0: any free port) in a daemon thread."""
-        try:
-            server, thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror or exc}",
-                location="metrics_port",
-            ) from None
-        return MetricsServer(server.server_port, server, thread)
+        return serve_metrics(self.registry, port, location="metrics_port")

@@ -30,6 +30,7 @@ from decoders.decode import Decoder
 from ingest import engine_marks as marks
 from ingest.boundaries import DEFAULT_ZONE
 from ingest.engine_run import EngineReport, run_engines, sweep
+from ingest.metrics import IngestMetrics
 from ingest.recover import recover_with
 from ingest.store import DatabaseUnavailable, Store
 from metergate.errors import StorageError
@@ -57,6 +58,7 @@ class EngineLoop:
         zone: ZoneInfo = DEFAULT_ZONE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         decoder: Decoder | None = None,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self._url = database_url
         self._interval_s = interval_s
@@ -67,6 +69,7 @@ class EngineLoop:
         # One decoder for the life of the loop: the compact formats it learns from full frames
         # open the compact frames that come later.
         self._decoder = decoder
+        self._metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[Any] | None = None
@@ -95,8 +98,12 @@ class EngineLoop:
     def run_pending(self) -> bool:
         """Decode the raw frames stored keys open, then run the marked meters; False when a
         step failed (it is logged and counted, and its work left for the next call)."""
+        meters, frames = self.totals.meters, self.frames_decoded
         opened = self._guarded("decoding raw frames with stored keys", self._open_frames)
-        return self._guarded("the engines for the marked meters", self._run_marked) and opened
+        ok = self._guarded("the engines for the marked meters", self._run_marked) and opened
+        if self._metrics is not None:
+            self._metrics.engine_pass(ok, self.totals.meters - meters, self.frames_decoded - frames)
+        return ok
 
     def run_sweep(self) -> bool:
         """The sweep, unless another worker is sweeping; False when it failed."""
@@ -190,6 +197,8 @@ class EngineLoop:
                 with contextlib.suppress(psycopg.Error):  # else the lease runs out
                     marks.release(conn, list(taken.since))
                 raise
+        if self._metrics is not None:
+            self._metrics.marks_pending(marks.pending(conn))
         return report
 
     def _guarded(self, what: str, work: Callable[[psycopg.Connection[Any]], EngineReport]) -> bool:

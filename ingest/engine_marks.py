@@ -133,6 +133,12 @@ def release(conn: psycopg.Connection[Any], meter_ids: list[str]) -> None:
         conn.execute(_RELEASE, (meter_ids,))
 
 
+def pending(conn: psycopg.Connection[Any]) -> int:
+    """Marks waiting, claimed or not, of every worker."""
+    row = conn.execute("SELECT count(*) FROM engine_marks").fetchone()
+    return int(row[0]) if row else 0
+
+
 def untried_frames(conn: psycopg.Connection[Any], limit: int) -> dict[str, int]:
     """Meters with raw frames not tried yet, and the newest such frame's id."""
     return {str(m): int(last) for m, last in conn.execute(_UNTRIED, (limit,)).fetchall()}

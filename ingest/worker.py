@@ -40,10 +40,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.broker import BrokerConfig
 from ingest.boundaries import DEFAULT_ZONE
 from ingest.engine_loop import DEFAULT_DELAY_S, EngineLoop
+from ingest.metrics import IngestMetrics
 from ingest.migrate import migrate
 from ingest.payload import DEFAULT_TOPIC_ROOT, InvalidMessage, parse_message
 from ingest.store import BatchCounts, BatchRejected, DatabaseUnavailable, DeadLetter, Item, Store
 from metergate.errors import ConfigError
+from metergate.metrics_server import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class WorkerConfig:
     engine_interval_s: float | None = 5.0
     engine_delay_s: float = DEFAULT_DELAY_S
     zone: ZoneInfo = DEFAULT_ZONE
+    metrics_port: int | None = None  # /metrics on 127.0.0.1 (0: any free port); None: none
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -86,6 +89,8 @@ class WorkerConfig:
             raise ConfigError("the engine interval must be positive")
         if not 0 <= self.engine_delay_s <= 86_400:
             raise ConfigError("the engine delay is 0 to 86400 s")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("the metrics port is 0 to 65535")
         for name, level in (
             ("client id", self.client_id),
             ("topic root", self.topic_root),
@@ -128,6 +133,8 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.totals = BatchCounts()
+        self.metrics = IngestMetrics()
+        self.metrics_server: MetricsServer | None = None
         self.subscribed = threading.Event()  # set while the subscriptions are in place
         self._stop = threading.Event()
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
@@ -142,6 +149,7 @@ class Worker:
                 interval_s=config.engine_interval_s,
                 delay_s=config.engine_delay_s,
                 zone=config.zone,
+                metrics=self.metrics,
             )
 
     def stop(self) -> None:
@@ -149,7 +157,18 @@ class Worker:
 
     def run(self) -> None:
         """Migrate, connect, and store batches until stopped. Raises StorageError only when a
-        migration fails for a reason other than an unreachable database."""
+        migration fails for a reason other than an unreachable database, ConfigError when the
+        metrics port cannot be bound."""
+        if self.config.metrics_port is not None:
+            self.metrics_server = self.metrics.serve(self.config.metrics_port)
+        try:
+            self._run()
+        finally:
+            if self.metrics_server is not None:
+                self.metrics_server()
+                self.metrics_server = None
+
+    def _run(self) -> None:
         if not self._migrate():
             return
         broker = self.config.broker
@@ -238,6 +257,7 @@ class Worker:
                 hint = " (a broker of MQTT 3.1.1 only: run with --mqtt-protocol 3.1.1)"
             log.warning("the broker refused the connection: %s%s", reason_code, hint)
             return
+        self.metrics.mqtt_connected(True)
         # MQTT 5 clause 3.2.2.3.15: a broker says in CONNACK when it has no shared subscriptions.
         shared = getattr(properties, "SharedSubscriptionAvailable", 1) != 0
         log.info("connected to the broker (session present: %s)", flags.session_present)
@@ -277,6 +297,7 @@ class Worker:
     ) -> None:
         with self._ack_lock:
             self._generation += 1
+        self.metrics.mqtt_connected(False)
         self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("lost the broker (%s); reconnecting", reason_code)
@@ -321,8 +342,10 @@ class Worker:
         return batch
 
     def _commit(self, store: Store, batch: list[Delivery]) -> None:
+        started = time.monotonic()
         if self._write(store, [delivery.item for delivery in batch], batch):
             self._ack(batch)
+            self.metrics.committed(len(batch), time.monotonic() - started)
 
     def _write(self, store: Store, items: list[Item], batch: list[Delivery]) -> bool:
         """Write until committed (True) or the worker is stopped (False, nothing acknowledged).
@@ -336,6 +359,7 @@ class Worker:
                 counts = store.write(items)
             except DatabaseUnavailable as exc:
                 self._log_retry(attempt, f"batch of {len(items)} not written", exc)
+                self.metrics.database_wait()
                 if self._stop.wait(self._delay(attempt)):
                     return False
                 attempt += 1
@@ -363,6 +387,7 @@ class Worker:
             if attempt:
                 log.info("database back; batch of %d written", len(items))
             self.totals += counts
+            self.metrics.stored(counts)
             log.debug("batch of %d messages: %s", len(items), counts)
             return True
 

@@ -160,6 +160,11 @@ def register(subparsers: Subparsers) -> None:
         help="seconds a meter's new data waits for more before the engines run it, so that"
         " frequent telegrams make one run (default: 300; alerts come that much later)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on 127.0.0.1 at this port (0: any free one; default: none)",
+    )
     _add_timezone(run)
     run.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     run.set_defaults(handler=_cmd_run)
@@ -225,6 +230,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             engine_interval_s=args.engine_interval or None,
             **({} if args.engine_delay is None else {"engine_delay_s": args.engine_delay}),
             zone=args.timezone,
+            metrics_port=args.metrics_port,
         )
     )
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,6 +5,8 @@ back, and a burst while the worker is held up."""
 from __future__ import annotations
 
 import json
+import socket
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,6 +112,45 @@ def test_bad_payloads_become_dead_letters_and_the_worker_goes_on(
     assert any("readings: Field required" in e for e in errors)
     assert any("schema: Input should be 'reading/1'" in e for e in errors)
     assert sum("topic's gateway or meter differs" in e for e in errors) == 1
+
+
+def test_the_worker_serves_its_metrics(
+    db: str, mqtt_url: str, topic_root: str, publisher: Publisher
+) -> None:
+    messages = [reading(seq, topic_root=topic_root) for seq in range(30)]
+    config = worker_config(db, mqtt_url, topic_root, metrics_port=0)
+    with running(config) as worker:
+        publisher.publish(encode(m) for m in messages)
+        publisher.publish(encode(m) for m in messages[:10])  # ten redelivered
+        wait_until(lambda: worker.totals.duplicate_readings == 20, 60, "every copy written")
+        assert worker.metrics_server is not None
+        url = f"http://127.0.0.1:{worker.metrics_server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples["metergate_ingest_messages_total"] == 40
+    assert samples['metergate_ingest_stored_total{kind="readings"}'] == 60
+    assert samples['metergate_ingest_duplicates_total{kind="readings"}'] == 20
+    assert samples['metergate_ingest_stored_total{kind="status_reports"}'] == 30
+    assert samples["metergate_ingest_mqtt_connected"] == 1
+    assert samples["metergate_ingest_batch_write_seconds_count"] >= 1
+    assert worker.metrics_server is None  # stopped with the worker
+
+
+def test_a_metrics_port_in_use_is_refused_at_start(
+    db: str, mqtt_url: str, topic_root: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = process_args(db, mqtt_url, topic_root)
+        assert main(["ingest", "run", *args, "--metrics-port", str(port)]) == 2
+    assert f"--metrics-port: cannot serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_redelivered_messages_are_stored_once(
@@ -287,6 +328,7 @@ def test_a_burst_while_the_worker_is_held_up(
         (["--client-id", "a#"], "client id"),
         (["--batch-size", "40000"], "batch size"),
         (["--batch-ms", "70000"], "batch time"),
+        (["--metrics-port", "70000"], "metrics port"),
     ],
 )
 def test_ingest_run_bad_options(
@@ -306,6 +348,7 @@ def test_ingest_run_bad_options(
         ["--session-expiry", "0"],
         ["--engine-delay", "-1"],
         ["--engine-delay", "soon"],
+        ["--metrics-port", "x"],
         ["--unknown"],
     ],
 )
