@@ -140,7 +140,11 @@ def register(subparsers: Subparsers) -> None:
         " subscriptions (over MQTT 3.1.1 a broker cannot say so: NATS, for one, accepts"
         " $share/... and delivers nothing)",
     )
-    run.add_argument("--topic-root", default="metergate", help="first topic level")
+    run.add_argument(
+        "--topic-root",
+        default="metergate",
+        help="first topic level, the gateways' [mqtt] topic_root (default: metergate)",
+    )
     run.add_argument(
         "--session-expiry",
         type=_positive,
