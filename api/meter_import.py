@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from ingest.engine_marks import ON_MARKED
+from ingest.engine_sql import index_series
 from ingest.verification import VerificationRule, find_rule, next_due
 from metergate.keys import canonical_meter_id
 
@@ -313,9 +314,7 @@ _MARK_REGISTERED = f"""
 INSERT INTO engine_marks (meter_id, since)
 SELECT m.meter_id, least(
     m.installed_on::timestamptz, m.removed_on::timestamptz,
-    (SELECT min(r.measured_at) FROM readings AS r
-     WHERE r.meter_id = m.meter_id AND r.quantity = 'volume' AND r.storage = 0
-       AND r.tariff = 0 AND r.subunit = 0 AND r.function = 'instantaneous'),
+    (SELECT min(measured_at) FROM readings WHERE {index_series("m.meter_id")} AND storage = 0),
     now())
 FROM meters AS m WHERE m.meter_id = ANY(%s)
 ORDER BY m.meter_id COLLATE "C"

@@ -47,10 +47,6 @@ class RtuFrame:
     function: int
     data: bytes
 
-    @property
-    def is_exception(self) -> bool:
-        return bool(self.function & EXCEPTION)
-
 
 # How many data bytes follow the function code, from what has arrived of the data so far:
 # an int, None while the bytes that tell it have not arrived. V1.1b3 §6.1-§6.19.

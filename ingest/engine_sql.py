@@ -30,10 +30,17 @@ LOCK_CLASS = int.from_bytes(b"mgen", "big")
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
-_INDEX = """
-meter_id = %(meter)s AND quantity = 'volume' AND tariff = 0 AND subunit = 0
-AND function = 'instantaneous' AND unit = 'm3'
-"""
+
+def index_series(meter: str) -> str:
+    """The condition on `readings` of a meter's volume index (the series the engines read and
+    bill), all storage numbers; `meter` is the SQL giving its id (a parameter, a column)."""
+    return (
+        f"meter_id = {meter} AND quantity = 'volume' AND tariff = 0 AND subunit = 0"
+        " AND function = 'instantaneous' AND unit = 'm3'"
+    )
+
+
+_INDEX = index_series("%(meter)s")
 
 _METER = """
 SELECT meter_id, status, medium, kind, meter_class, q3_m3h, country, installed_on, removed_on,

@@ -68,9 +68,6 @@ class Replacement:
     def removes(self, meter_id: str) -> bool:
         return self.old_meter_id == meter_id and self.new_meter_id != meter_id
 
-    def in_place(self, meter_id: str) -> bool:
-        return self.old_meter_id == meter_id == self.new_meter_id
-
 
 def sorted_readings(readings: Iterable[Reading]) -> list[Reading]:
     """Readings in time order, every instant checked to be timezone-aware."""
