@@ -35,8 +35,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from ingest.migrate import migrate
-from ingest.payload import ReadingMessage, parse_message
-from ingest.store import READING_COLUMNS, READING_TYPES, copy_rows, reading_rows
+from ingest.payload import Message, ReadingMessage, parse_message
+from ingest.store import READING_COLUMNS, READING_TYPES, Store, copy_rows, reading_rows
 from tests.ingest.messages import BASE, encode, iso, reading
 from tests.ingest.services import PrivateBroker, Publisher, WorkerProcess, wait_until
 
@@ -79,6 +79,18 @@ def copy_rate(url: str, rows: list[tuple[object, ...]]) -> float:
     elapsed = time.perf_counter() - start
     assert count_rows(url) == len(rows)
     return len(rows) / elapsed
+
+
+def store_rate(url: str, messages: list[Message], batch_size: int) -> tuple[float, float]:
+    """The worker's write alone, no MQTT (Store.write in batches): rows/s and ms per batch."""
+    batches = [messages[n : n + batch_size] for n in range(0, len(messages), batch_size)]
+    rows = 0
+    with Store(url) as store:
+        started = time.perf_counter()
+        for batch in batches:
+            rows += store.write(batch).readings
+        elapsed = time.perf_counter() - started
+    return rows / elapsed, elapsed / len(batches) * 1e3
 
 
 def worker_args(url: str, broker: PrivateBroker, run: str, n: int, batch_size: int) -> list[str]:
@@ -164,6 +176,12 @@ def main() -> None:
             empty(url)
             ceiling = copy_rate(url, rows)
             print(f"raw COPY into readings:  {ceiling:10.0f} rows/s")
+            empty(url)
+            alone, per_batch = store_rate(url, parsed, args.batch_size)
+            print(
+                f"Store.write alone:       {alone:10.0f} rows/s ({per_batch:.1f} ms a batch,"
+                f" {100 * alone / ceiling:.0f} % of COPY; bench/mqtt_receive.py: paho's share)"
+            )
             for workers in (1, 2):
                 empty(url)
                 rate = ingest_rate(
